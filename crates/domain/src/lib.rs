@@ -1,0 +1,92 @@
+//! Tether's domain: the rules of an MCP client session's life, with no I/O.
+//!
+//! A session is `active`, becomes `idle` after `idle_after` without activity and `disconnected` after
+//! `reap_after` (never shorter than the token lifetime) or when ended. A client that lost its
+//! connection resumes with a single-use reconnect token: [`SessionManager::reconnect`] consumes it in
+//! one atomic store operation and hands back a rotated one; presenting a consumed token again revokes
+//! the live one and answers [`ResultCode::TokenReused`].
+//!
+//! The outside world comes in through four ports: [`SessionStore`], [`TokenAuthority`],
+//! [`EventSink`] and [`Clock`]. `tether-persistence` and `tether-auth` implement the first two;
+//! [`InMemoryStore`], [`CollectingSink`] and [`ManualClock`] serve tests.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tether_domain::*;
+//!
+//! # struct NoTokens;
+//! # impl TokenAuthority for NoTokens {
+//! #     fn lifetime(&self) -> Duration { Duration::from_secs(900) }
+//! #     fn mint(&self, _: &SessionId, _: Timestamp) -> Result<IssuedToken, Error> {
+//! #         Err(Error::Internal("no tokens in this example".into()))
+//! #     }
+//! #     fn rotate(&self, _: &VerifiedToken, _: Timestamp) -> Result<IssuedToken, Error> {
+//! #         Err(Error::Internal("no tokens in this example".into()))
+//! #     }
+//! #     fn verify(&self, _: &str, _: Timestamp) -> Result<VerifiedToken, Error> {
+//! #         Err(Error::Reconnect(ResultCode::InvalidToken))
+//! #     }
+//! # }
+//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! # rt.block_on(async {
+//! let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_700_000_000)));
+//! let events = Arc::new(CollectingSink::default());
+//! let manager = SessionManager::new(
+//!     Arc::new(InMemoryStore::new()),
+//!     Arc::new(NoTokens), // tether_auth::Authority in a real service
+//!     events.clone(),
+//!     clock.clone(),
+//!     Policy::defaults(),
+//! )?;
+//!
+//! let id = SessionId::parse("session-1")?;
+//! manager
+//!     .open(NewSession {
+//!         session_id: id.clone(),
+//!         client_type: "claude-desktop".into(),
+//!         client_version: Some("1.2".into()),
+//!         principal: None,
+//!         metadata: Metadata::default(),
+//!     })
+//!     .await?;
+//!
+//! clock.advance(Duration::from_secs(6 * 60));
+//! manager.sweep().await?;
+//! assert_eq!(manager.get(&id).await?.status(), SessionStatus::Idle);
+//!
+//! manager.touch(&id).await?;
+//! assert_eq!(manager.get(&id).await?.status(), SessionStatus::Active);
+//! assert_eq!(events.kinds().len(), 3); // created, idle, activity
+//! # Ok::<(), Error>(())
+//! # }).unwrap();
+//! ```
+
+mod codes;
+mod error;
+mod events;
+mod manager;
+mod memory;
+mod policy;
+mod ports;
+mod session;
+mod time;
+
+#[cfg(test)]
+mod manager_tests;
+
+pub use codes::ResultCode;
+pub use error::{BoxError, Error};
+pub use events::{CollectingSink, EventKind, EventSink, NoEvents, SessionEvent, UpdateType};
+pub use manager::{MAX_PAGE, Page, Reconnected, SessionManager, SweepReport};
+pub use memory::InMemoryStore;
+pub use policy::{MAX_GRACE, Policy};
+pub use ports::{
+    Cursor, IssuedToken, ListQuery, PlainToken, SessionStore, StatusCounts, TokenAuthority,
+    VerifiedToken,
+};
+pub use session::{
+    DisconnectReason, MAX_METADATA_BYTES, MAX_SESSION_ID_LEN, Metadata, NewSession, Session,
+    SessionId, SessionParts, SessionStatus, TokenHash, TokenState,
+};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};

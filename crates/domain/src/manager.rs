@@ -1,0 +1,329 @@
+//! `SessionManager`: the use cases. Each one reads the clock once, performs one atomic store
+//! operation, and on success emits the event that reports it. This is the only place events are made.
+
+use std::sync::Arc;
+
+use crate::codes::ResultCode;
+use crate::error::Error;
+use crate::events::{EventKind, EventSink, SessionEvent, UpdateType};
+use crate::policy::Policy;
+use crate::ports::{
+    Cursor, IssuedToken, ListQuery, SessionStore, StatusCounts, TokenAuthority, VerifiedToken,
+};
+use crate::session::{DisconnectReason, NewSession, Session, SessionId};
+use crate::time::Clock;
+
+/// Largest page `list` returns.
+pub const MAX_PAGE: u32 = 500;
+
+/// One page of sessions.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// The sessions, newest activity first.
+    pub sessions: Vec<Session>,
+    /// Where the next page starts, if there is one.
+    pub next_cursor: Option<Cursor>,
+}
+
+/// The outcome of a successful reconnect.
+#[derive(Clone, Debug)]
+pub struct Reconnected {
+    /// The session after the reconnect.
+    pub session: Session,
+    /// The rotated token that replaces the consumed one.
+    pub token: IssuedToken,
+    /// True when this was a retry inside the grace window that repeated an earlier success.
+    pub repeated: bool,
+}
+
+/// What one sweep did.
+#[derive(Clone, Debug, Default)]
+pub struct SweepReport {
+    /// Sessions that became idle.
+    pub idled: usize,
+    /// Sessions that were ended.
+    pub reaped: usize,
+}
+
+/// The session use cases, over the four ports.
+#[derive(Clone)]
+pub struct SessionManager {
+    store: Arc<dyn SessionStore>,
+    tokens: Arc<dyn TokenAuthority>,
+    events: Arc<dyn EventSink>,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+}
+
+impl SessionManager {
+    /// Wires the manager.
+    ///
+    /// # Errors
+    /// [`Error::Policy`] when the token authority's lifetime differs from the policy's, since the reap
+    /// rule was checked against the policy's.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        tokens: Arc<dyn TokenAuthority>,
+        events: Arc<dyn EventSink>,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+    ) -> Result<Self, Error> {
+        if tokens.lifetime() != policy.token_lifetime() {
+            return Err(Error::Policy(
+                "the token authority's lifetime differs from the policy's token lifetime".into(),
+            ));
+        }
+        Ok(Self {
+            store,
+            tokens,
+            events,
+            clock,
+            policy,
+        })
+    }
+
+    /// The timing rules in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn emit(&self, kind: EventKind, session: &Session) {
+        self.events
+            .publish(&SessionEvent::of(kind, session, self.clock.now()));
+    }
+
+    /// Why a conditional change found nothing to change.
+    async fn explain_miss(&self, id: &SessionId) -> Error {
+        match self.store.get(id).await {
+            Ok(None) => Error::NotFound,
+            Ok(Some(s)) if s.is_disconnected() => Error::AlreadyDisconnected,
+            // The row changed between the two statements; report it as a conflict with the caller's
+            // view rather than guess.
+            Ok(Some(_)) => Error::Internal("session changed concurrently".into()),
+            Err(e) => e,
+        }
+    }
+
+    /// Opens a session.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for bad fields, [`Error::AlreadyExists`] for a taken id, store errors.
+    pub async fn open(&self, new: NewSession) -> Result<Session, Error> {
+        let session = Session::open(new, self.clock.now())?;
+        self.store.insert(&session).await?;
+        self.emit(EventKind::Created, &session);
+        Ok(session)
+    }
+
+    /// Reads a session.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], store errors.
+    pub async fn get(&self, id: &SessionId) -> Result<Session, Error> {
+        self.store.get(id).await?.ok_or(Error::NotFound)
+    }
+
+    /// Lists sessions, newest activity first.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `limit` is 0 or above [`MAX_PAGE`], store errors.
+    pub async fn list(&self, mut query: ListQuery) -> Result<Page, Error> {
+        if query.limit == 0 || query.limit > MAX_PAGE {
+            return Err(Error::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let limit = query.limit as usize;
+        // One extra row tells whether another page exists without a count query.
+        query.limit += 1;
+        let mut sessions = self.store.list(&query).await?;
+        let next_cursor = if sessions.len() > limit {
+            sessions.truncate(limit);
+            sessions.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Ok(Page {
+            sessions,
+            next_cursor,
+        })
+    }
+
+    /// Counts sessions per state.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn counts(&self) -> Result<StatusCounts, Error> {
+        self.store.counts().await
+    }
+
+    /// Records activity: `idle` → `active`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::AlreadyDisconnected`], store errors.
+    pub async fn touch(&self, id: &SessionId) -> Result<Session, Error> {
+        match self.store.touch(id, self.clock.now()).await? {
+            Some(s) => {
+                self.emit(EventKind::Updated(UpdateType::Activity), &s);
+                Ok(s)
+            }
+            None => Err(self.explain_miss(id).await),
+        }
+    }
+
+    /// Ends a session.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::AlreadyDisconnected`], store errors.
+    pub async fn disconnect(
+        &self,
+        id: &SessionId,
+        reason: DisconnectReason,
+    ) -> Result<Session, Error> {
+        match self.store.disconnect(id, self.clock.now(), &reason).await? {
+            Some(s) => {
+                self.emit(EventKind::Disconnected, &s);
+                Ok(s)
+            }
+            None => Err(self.explain_miss(id).await),
+        }
+    }
+
+    /// Mints a reconnect token for a live session, replacing any previous one.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::AlreadyDisconnected`], store errors.
+    pub async fn issue_token(&self, id: &SessionId) -> Result<IssuedToken, Error> {
+        let issued = self.tokens.mint(id, self.clock.now())?;
+        match self
+            .store
+            .set_token(id, &issued.hash, issued.expires_at)
+            .await?
+        {
+            Some(s) => {
+                self.emit(EventKind::Updated(UpdateType::TokenIssued), &s);
+                Ok(issued)
+            }
+            None => Err(self.explain_miss(id).await),
+        }
+    }
+
+    /// Resumes a session with its single-use reconnect token, rotating the token.
+    ///
+    /// # Errors
+    /// [`Error::Reconnect`] with the result code, [`Error::NotFound`] as `session_not_found`, store
+    /// errors.
+    pub async fn reconnect(&self, id: &SessionId, token: &str) -> Result<Reconnected, Error> {
+        let now = self.clock.now();
+        let presented = self.tokens.verify(token, now)?;
+        if presented.session_id != id.as_str() {
+            return Err(Error::Reconnect(ResultCode::SessionIdMismatch));
+        }
+        let next = self.tokens.rotate(&presented, now)?;
+        if let Some(session) = self
+            .store
+            .consume_token(id, &presented.hash, &next.hash, next.expires_at, now)
+            .await?
+        {
+            self.emit(EventKind::Updated(UpdateType::Reconnected), &session);
+            return Ok(Reconnected {
+                session,
+                token: next,
+                repeated: false,
+            });
+        }
+        self.diagnose_failed_consume(id, &presented).await
+    }
+
+    /// The compare-and-swap found nothing: work out which rule failed, and handle reuse.
+    async fn diagnose_failed_consume(
+        &self,
+        id: &SessionId,
+        presented: &VerifiedToken,
+    ) -> Result<Reconnected, Error> {
+        let now = self.clock.now();
+        let session = self.store.get(id).await?.ok_or(Error::NotFound)?;
+        if session.is_disconnected() {
+            return Err(Error::Reconnect(ResultCode::SessionAlreadyDisconnected));
+        }
+        let state = session.token();
+        if state.hash.is_some_and(|h| h.ct_eq(&presented.hash)) {
+            // The live token, refused only because its stored expiry has passed.
+            return Err(Error::Reconnect(ResultCode::TokenExpired));
+        }
+        let is_previous = state
+            .previous_hash
+            .is_some_and(|h| h.ct_eq(&presented.hash));
+        if is_previous && let Some(repeat) = self.grace_repeat(&session, presented, now)? {
+            return Ok(repeat);
+        }
+        // A token of ours for this session, issued no later than the last rotation and not live, has
+        // been consumed (or superseded) already: presenting it again is reuse (RFC 9700 §4.14.2).
+        let predates_rotation = state.rotated_at.is_some_and(|r| presented.issued_at <= r);
+        if is_previous || predates_rotation {
+            if let Some(s) = self.store.revoke_token(id).await? {
+                self.emit(EventKind::TokenReused, &s);
+            }
+            return Err(Error::Reconnect(ResultCode::TokenReused));
+        }
+        Err(Error::Reconnect(ResultCode::TokenMismatch))
+    }
+
+    /// Inside the grace window, a retry with the immediately previous token gets the very token its
+    /// lost response carried, re-derived, provided that token is still the live one.
+    fn grace_repeat(
+        &self,
+        session: &Session,
+        presented: &VerifiedToken,
+        now: crate::time::Timestamp,
+    ) -> Result<Option<Reconnected>, Error> {
+        let grace = self.policy.grace();
+        let (Some(rotated_at), Some(live)) = (session.token().rotated_at, session.token().hash)
+        else {
+            return Ok(None);
+        };
+        if grace.is_zero() || now.since(rotated_at) > grace || now < rotated_at {
+            return Ok(None);
+        }
+        let again = self.tokens.rotate(presented, rotated_at)?;
+        if !again.hash.ct_eq(&live) {
+            return Ok(None);
+        }
+        Ok(Some(Reconnected {
+            session: session.clone(),
+            token: again,
+            repeated: true,
+        }))
+    }
+
+    /// Moves inactive sessions to `idle`, and ends those inactive for `reap_after`.
+    ///
+    /// # Errors
+    /// Store errors (what was done before the error stays done and reported).
+    pub async fn sweep(&self) -> Result<SweepReport, Error> {
+        let now = self.clock.now();
+        let reaped = self
+            .store
+            .reap(
+                now.minus(self.policy.reap_after()),
+                now,
+                &DisconnectReason::idle_timeout(),
+            )
+            .await?;
+        for s in &reaped {
+            self.emit(EventKind::Disconnected, s);
+        }
+        let idled = self
+            .store
+            .mark_idle(now.minus(self.policy.idle_after()), now)
+            .await?;
+        for s in &idled {
+            self.emit(EventKind::Updated(UpdateType::Idle), s);
+        }
+        Ok(SweepReport {
+            idled: idled.len(),
+            reaped: reaped.len(),
+        })
+    }
+}
