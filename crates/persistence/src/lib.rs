@@ -1,1 +1,81 @@
-//! placeholder
+//! Tether's session store on SQLite (the default: one file, WAL mode, no server) and PostgreSQL
+//! (pooled, any number of instances), through diesel-async.
+//!
+//! [`Database`] implements the domain's [`SessionStore`](tether_domain::SessionStore). Every state
+//! change is one atomic `UPDATE ... WHERE <rule> RETURNING *`: a reconnect consumes its token with a
+//! compare-and-swap on the token hash, and counters are incremented by the database, never read and
+//! written back. Each call is bounded by [`Options::timeout`], so a frozen database yields
+//! `Unavailable` instead of a hung request. Migrations for both backends are embedded and run by
+//! [`Database::connect`].
+//!
+//! ```
+//! use tether_domain::{Metadata, NewSession, Session, SessionId, SessionStore, Timestamp};
+//! use tether_persistence::{Database, Options};
+//!
+//! # let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+//! # rt.block_on(async {
+//! let dir = std::env::temp_dir().join(format!("tether-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let url = format!("sqlite://{}", dir.join("doc.db").display());
+//! let db = Database::connect(&url, Options::default()).await?;
+//!
+//! let id = SessionId::parse("doc-1")?;
+//! let session = Session::open(
+//!     NewSession {
+//!         session_id: id.clone(),
+//!         client_type: "cli".into(),
+//!         client_version: None,
+//!         principal: None,
+//!         metadata: Metadata::default(),
+//!     },
+//!     Timestamp::from_secs(1_700_000_000),
+//! )?;
+//! db.insert(&session).await?;
+//! assert_eq!(db.get(&id).await?, Some(session));
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), tether_domain::Error>(())
+//! # }).unwrap();
+//! ```
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend `$db` uses, the whole
+/// call (pool wait included) bounded by the database timeout. The body is compiled once per backend,
+/// so one query text serves both.
+macro_rules! on_conn {
+    ($db:expr, $conn:ident => $body:expr) => {{
+        let db = $db;
+        let work = async {
+            match &db.pools {
+                $crate::db::Pools::Sqlite(pool) => {
+                    let mut guard = pool
+                        .get()
+                        .await
+                        .map_err(|e| $crate::Error::Pool(Box::new(e)))?;
+                    let $conn = &mut *guard;
+                    Ok::<_, $crate::Error>($body)
+                }
+                $crate::db::Pools::Postgres(pool) => {
+                    let mut guard = pool
+                        .get()
+                        .await
+                        .map_err(|e| $crate::Error::Pool(Box::new(e)))?;
+                    let $conn = &mut *guard;
+                    Ok::<_, $crate::Error>($body)
+                }
+            }
+        };
+        match tokio::time::timeout(db.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err($crate::Error::Timeout(db.timeout)),
+        }
+    }};
+}
+
+pub mod admin;
+mod db;
+mod error;
+mod models;
+mod schema;
+mod store;
+
+pub use db::{Backend, Database, Options};
+pub use error::Error;

@@ -1,0 +1,58 @@
+//! The persistence crate's one error type. Driver errors stop here: callers see either this type or,
+//! through the port, the domain's `Unavailable`/`Internal`.
+
+use std::time::Duration;
+
+use tether_domain::BoxError;
+
+/// What can go wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL names no supported backend.
+    #[error("unsupported database URL (expected sqlite://PATH or postgres://...): {0}")]
+    Url(String),
+    /// The database could not be reached.
+    #[error("could not connect to the database")]
+    Connect(#[source] BoxError),
+    /// Migrations failed.
+    #[error("database migrations failed")]
+    Migrate(#[source] BoxError),
+    /// No answer in time.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
+    /// No connection could be had from the pool.
+    #[error("no database connection available")]
+    Pool(#[source] BoxError),
+    /// A statement failed.
+    #[error("database statement failed")]
+    Query(#[from] diesel::result::Error),
+    /// A stored row breaks the domain's rules.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// Whether this is the database being away rather than a bug or bad data.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error as D};
+        match self {
+            Self::Connect(_) | Self::Timeout(_) | Self::Pool(_) => true,
+            Self::Query(D::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
+            // SQLite answers "database is locked" when another writer held the lock for longer than
+            // busy_timeout: contention, not a fault.
+            Self::Query(D::DatabaseError(_, info)) => info.message().contains("locked"),
+            Self::Query(D::BrokenTransactionManager) => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<Error> for tether_domain::Error {
+    fn from(e: Error) -> Self {
+        if e.is_unavailable() {
+            Self::Unavailable(Box::new(e))
+        } else {
+            Self::Internal(Box::new(e))
+        }
+    }
+}
