@@ -1,1 +1,77 @@
-fn main() {}
+//! The `tether` binary: loads the settings, starts the service, prints where to look, serves until
+//! SIGTERM/SIGINT.
+
+mod config;
+mod dto;
+mod error;
+mod routes;
+mod startup;
+mod state;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match config::Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tether: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let app = match startup::Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("tether: {}", error_chain(&e));
+            return ExitCode::from(1);
+        }
+    };
+    let base = format!("http://{}/api/mcp", app.addr());
+    // Printed, not logged: the generated key must reach the operator once and never a log store.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "tether listening on http://{}", app.addr());
+    let _ = writeln!(out, "  API:    {base}/sessions");
+    let _ = writeln!(out, "  health: {base}/health");
+    if let Some(key) = app.generated_api_key() {
+        let _ = writeln!(
+            out,
+            "  API key (generated for this run, shown once; set MCP_API_KEY to choose one): {key}"
+        );
+    }
+    let _ = out.flush();
+    drop(out);
+
+    match app.run_until_stopped().await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tether: server error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

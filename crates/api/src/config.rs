@@ -1,0 +1,310 @@
+//! Settings: `config/default.toml` (or `TETHER_CONFIG`), then `TETHER_*` environment variables, then
+//! the legacy names. Loaded once in `main` and passed down; nothing reads the environment later.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default settings file, compiled in so that the binary runs from any directory.
+const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Every setting.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[database]`.
+    pub database: DatabaseSettings,
+    /// `[auth]`.
+    pub auth: AuthSettings,
+    /// `[sessions]`.
+    pub sessions: SessionSettings,
+    /// `[log]`.
+    pub log: LogSettings,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub bind: String,
+    /// Worker threads (0 = per core).
+    pub workers: usize,
+    /// Drain time on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// `[database]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://...` or `postgres://...`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: usize,
+    /// Per-call timeout.
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("DatabaseSettings")
+            .field("max_connections", &self.max_connections)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[auth]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Management API key ("" = generate).
+    pub api_key: String,
+    /// Signing secret ("" = generate and store).
+    pub secret: String,
+    /// Former secrets, comma-separated.
+    pub retired_secrets: String,
+    /// Token lifetime, minutes.
+    pub token_expiry_minutes: u64,
+    /// JWT `iss`.
+    pub issuer: String,
+    /// JWT `aud`.
+    pub audience: String,
+    /// Grace window, seconds.
+    pub reconnect_grace_seconds: u64,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("token_expiry_minutes", &self.token_expiry_minutes)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("reconnect_grace_seconds", &self.reconnect_grace_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[sessions]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Idle threshold, seconds.
+    pub idle_after_secs: u64,
+    /// Reap threshold, seconds.
+    pub reap_after_secs: u64,
+    /// Sweep period, seconds.
+    pub sweep_interval_secs: u64,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// tracing filter.
+    pub level: String,
+}
+
+/// A setting that stops the start, with the setting's name in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The legacy flat names and the settings they set.
+const LEGACY: [(&str, &str); 4] = [
+    ("DATABASE_URL", "database.url"),
+    ("MCP_API_KEY", "auth.api_key"),
+    ("MCP_SESSION_SECRET", "auth.secret"),
+    ("MCP_RECONNECT_TOKEN_EXPIRY", "auth.token_expiry_minutes"),
+];
+
+impl Settings {
+    /// Loads the settings from the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad setting.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(|name| std::env::var(name).ok(), std::env::vars())
+    }
+
+    /// Loads the settings from a given environment (for tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad setting.
+    pub fn load_from(
+        var: impl Fn(&str) -> Option<String>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match var("TETHER_CONFIG").filter(|p| !p.is_empty()) {
+            Some(path) => std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError(format!("TETHER_CONFIG: cannot read {path}: {e}")))?,
+            None => DEFAULT_TOML.to_owned(),
+        };
+        let file = config::File::from_str(&text, config::FileFormat::Toml);
+        let tether_vars: config::Map<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| {
+                k.starts_with("TETHER_") && k != "TETHER_CONFIG" && !k.starts_with("TETHER_TEST_")
+            })
+            .collect();
+        let mut builder = config::Config::builder().add_source(file).add_source(
+            config::Environment::with_prefix("TETHER")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(tether_vars)),
+        );
+        // Flat legacy names cannot reach nested keys through `Environment`.
+        for (env, key) in LEGACY {
+            builder = builder
+                .set_override_option(key, var(env))
+                .map_err(|e| ConfigError(format!("{env}: {e}")))?;
+        }
+        let settings: Settings = builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_owned()));
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "server.bind (TETHER_SERVER__BIND) must be an IP:port such as 127.0.0.1:8181",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections must be at least 1");
+        }
+        if self.database.timeout_ms == 0 {
+            return bad("database.timeout_ms must be at least 1");
+        }
+        if self.auth.token_expiry_minutes == 0 {
+            return bad(
+                "auth.token_expiry_minutes (MCP_RECONNECT_TOKEN_EXPIRY) must be at least 1",
+            );
+        }
+        if !self.auth.secret.is_empty() && self.auth.secret.len() < 32 {
+            return bad("auth.secret (MCP_SESSION_SECRET) must be at least 32 bytes");
+        }
+        if self.retired_secrets().any(|s| s.len() < 32) {
+            return bad("auth.retired_secrets: every secret must be at least 32 bytes");
+        }
+        if !self.auth.api_key.is_empty() && self.auth.api_key.len() < 16 {
+            return bad("auth.api_key (MCP_API_KEY) must be at least 16 characters");
+        }
+        if self.sessions.sweep_interval_secs == 0 {
+            return bad("sessions.sweep_interval_secs must be at least 1");
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            return bad("auth.issuer and auth.audience must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The retired secrets, split.
+    pub fn retired_secrets(&self) -> impl Iterator<Item = &str> {
+        self.auth
+            .retired_secrets
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The token lifetime.
+    pub fn token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.auth.token_expiry_minutes.saturating_mul(60))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let lookup = vars.clone();
+        Settings::load_from(
+            move |name| {
+                lookup
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            },
+            vars,
+        )
+    }
+
+    #[test]
+    fn defaults_load() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:8181");
+        assert_eq!(s.database.url, "sqlite://tether.db");
+        assert_eq!(s.auth.token_expiry_minutes, 15);
+        assert_eq!(s.sessions.idle_after_secs, 300);
+        assert_eq!(s.sessions.reap_after_secs, 1800);
+    }
+
+    #[test]
+    fn environment_and_legacy_names_override() {
+        let s = load(&[
+            ("TETHER_SERVER__BIND", "127.0.0.1:0"),
+            ("TETHER_DATABASE__TIMEOUT_MS", "900"),
+            ("DATABASE_URL", "postgres://x@h/db"),
+            ("MCP_RECONNECT_TOKEN_EXPIRY", "20"),
+            ("MCP_API_KEY", "0123456789abcdef"),
+        ])
+        .unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:0");
+        assert_eq!(s.database.timeout_ms, 900);
+        assert_eq!(s.database.url, "postgres://x@h/db");
+        assert_eq!(s.auth.token_expiry_minutes, 20);
+        assert_eq!(s.auth.api_key, "0123456789abcdef");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = load(&[("MCP_SESSION_SECRET", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MCP_SESSION_SECRET"), "{e}");
+        let e = load(&[("TETHER_DATABASE__TIMEOUT_MS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timeout_ms"), "{e}");
+        let e = load(&[("TETHER_SERVER__BIND", "nowhere")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.bind"), "{e}");
+        let e = load(&[("TETHER_SERVER__BINDD", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bindd"), "{e}");
+        let e = load(&[("MCP_RECONNECT_TOKEN_EXPIRY", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MCP_RECONNECT_TOKEN_EXPIRY"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = load(&[
+            ("MCP_SESSION_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret"),
+            ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Request and response bodies: the wire shapes of the HTTP contract, kept apart from the domain types
+//! so that renaming a Rust item never changes what clients see.
+
+use actix_web::web;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tether_domain::Session;
+
+use crate::error::ApiError;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes. An empty body is `None`; anything else must parse,
+/// unknown fields included in what is refused. Done by hand rather than with `web::Json` so that every
+/// body error, the size limit included, answers in the contract's JSON error shape.
+///
+/// # Errors
+/// [`ApiError::PayloadTooLarge`] over the limit, [`ApiError::BadRequest`] for anything unparsable.
+pub async fn read_json<T: DeserializeOwned>(payload: web::Payload) -> Result<Option<T>, ApiError> {
+    let bytes = payload
+        .to_bytes_limited(MAX_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY))?
+        .map_err(|_| ApiError::BadRequest("could not read the request body".into()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+/// Like [`read_json`], for routes whose body is required.
+///
+/// # Errors
+/// As [`read_json`], and [`ApiError::BadRequest`] for an empty body.
+pub async fn require_json<T: DeserializeOwned>(payload: web::Payload) -> Result<T, ApiError> {
+    read_json(payload)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest("a JSON body is required".into()))
+}
+
+/// `POST /sessions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// Kind of client.
+    pub client_type: String,
+    /// Client version.
+    #[serde(default)]
+    pub client_version: Option<String>,
+    /// Client-chosen id; generated when absent.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Owner.
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// JSON object.
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// `DELETE /sessions/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disconnect {
+    /// Why; `client_closed` when absent.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /sessions/{id}/reconnect`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconnect {
+    /// The reconnect token.
+    pub token: String,
+}
+
+/// `GET /sessions` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Filter by state.
+    pub status: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A session in a response. Carries nothing of its token state.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    session_id: String,
+    client_type: String,
+    client_version: Option<String>,
+    principal: Option<String>,
+    status: &'static str,
+    connected_at: String,
+    last_activity: String,
+    disconnected_at: Option<String>,
+    disconnect_reason: Option<String>,
+    reconnect_count: u64,
+    metadata: Value,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        Self {
+            session_id: s.id().to_string(),
+            client_type: s.client_type().to_owned(),
+            client_version: s.client_version().map(str::to_owned),
+            principal: s.principal().map(str::to_owned),
+            status: s.status().as_str(),
+            connected_at: s.connected_at().to_rfc3339(),
+            last_activity: s.last_activity().to_rfc3339(),
+            disconnected_at: s.disconnected_at().map(|t| t.to_rfc3339()),
+            disconnect_reason: s.disconnect_reason().map(|r| r.as_str().to_owned()),
+            reconnect_count: s.reconnect_count(),
+            metadata: Value::Object(s.metadata().as_map().clone()),
+        }
+    }
+}
+
+/// `GET /sessions` response.
+#[derive(Debug, Serialize)]
+pub struct SessionList {
+    /// The page.
+    pub sessions: Vec<SessionView>,
+    /// Cursor of the next page, or null.
+    pub next_cursor: Option<String>,
+}
+
+/// Token responses.
+#[derive(Serialize)]
+pub struct TokenIssued {
+    /// Session.
+    pub session_id: String,
+    /// The token.
+    pub reconnect_token: String,
+    /// Its lifetime.
+    pub expires_in_minutes: u64,
+}
+
+/// Successful reconnect.
+#[derive(Serialize)]
+pub struct Reconnected {
+    /// Always true.
+    pub success: bool,
+    /// Session.
+    pub session_id: String,
+    /// "Session reconnected".
+    pub message: &'static str,
+    /// Count after this reconnect.
+    pub reconnect_count: u64,
+    /// The rotated token.
+    pub reconnect_token: String,
+    /// Its lifetime.
+    pub expires_in_minutes: u64,
+}

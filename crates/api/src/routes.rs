@@ -1,0 +1,180 @@
+//! The HTTP routes under `/api/mcp`. Handlers translate between the wire and the domain and nothing
+//! more: rules live in `SessionManager`, and events are emitted there, never here.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+use tether_domain::{
+    DisconnectReason, Error as DomainError, ListQuery, Metadata, NewSession, SessionId,
+    SessionStatus,
+};
+
+use crate::dto::{self, SessionList, SessionView};
+use crate::error::ApiError;
+use crate::state::{AppState, Authorized};
+
+/// Default page size of `GET /sessions`.
+const DEFAULT_PAGE: u32 = 50;
+
+/// Mounts every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/mcp")
+            .route("/health", web::get().to(health))
+            .route("/sessions", web::post().to(create))
+            .route("/sessions", web::get().to(list))
+            .route("/sessions/{id}", web::get().to(get))
+            .route("/sessions/{id}", web::delete().to(disconnect))
+            .route("/sessions/{id}/activity", web::post().to(activity))
+            .route("/sessions/{id}/token", web::get().to(token))
+            .route("/sessions/{id}/token", web::post().to(token))
+            .route("/sessions/{id}/reconnect", web::post().to(reconnect)),
+    );
+}
+
+/// Answer for any route that does not exist.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NoRoute)
+}
+
+type Reply = Result<HttpResponse, ApiError>;
+
+fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    Ok(SessionId::parse(raw)?)
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let backend = match state.db.backend() {
+        tether_persistence::Backend::Sqlite => "sqlite",
+        tether_persistence::Backend::Postgres => "postgres",
+    };
+    match state.db.ping().await {
+        Ok(()) => HttpResponse::Ok().json(json!({
+            "status": "ok",
+            "database": "ok",
+            "backend": backend,
+            "version": env!("CARGO_PKG_VERSION"),
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unavailable");
+            HttpResponse::ServiceUnavailable().json(json!({
+                "status": "degraded",
+                "database": "unavailable",
+                "backend": backend,
+                "version": env!("CARGO_PKG_VERSION"),
+            }))
+        }
+    }
+}
+
+async fn create(_: Authorized, state: web::Data<AppState>, body: web::Payload) -> Reply {
+    let body: dto::CreateSession = dto::require_json(body).await?;
+    let session_id = match body.session_id {
+        Some(raw) => SessionId::parse(&raw)?,
+        None => SessionId::parse(&uuid::Uuid::new_v4().to_string())?,
+    };
+    let metadata = match body.metadata {
+        None | Some(serde_json::Value::Null) => Metadata::default(),
+        Some(value) => Metadata::parse(value)?,
+    };
+    let session = state
+        .manager
+        .open(NewSession {
+            session_id,
+            client_type: body.client_type,
+            client_version: body.client_version,
+            principal: body.principal,
+            metadata,
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(SessionView::from(&session)))
+}
+
+async fn list(
+    _: Authorized,
+    state: web::Data<AppState>,
+    query: web::Query<dto::ListParams>,
+) -> Reply {
+    let params = query.into_inner();
+    let status = params
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(SessionStatus::parse)
+        .transpose()?;
+    let after = params
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(tether_domain::Cursor::decode)
+        .transpose()?;
+    let page = state
+        .manager
+        .list(ListQuery {
+            status,
+            limit: params.limit.unwrap_or(DEFAULT_PAGE),
+            after,
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(SessionList {
+        sessions: page.sessions.iter().map(SessionView::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+async fn get(_: Authorized, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
+    let session = state.manager.get(&session_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(SessionView::from(&session)))
+}
+
+async fn activity(_: Authorized, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
+    let session = state.manager.touch(&session_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(SessionView::from(&session)))
+}
+
+async fn disconnect(
+    _: Authorized,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Payload,
+) -> Reply {
+    let id = session_id(&id)?;
+    let body: dto::Disconnect = dto::read_json(body).await?.unwrap_or_default();
+    let reason = match body.reason {
+        Some(r) => DisconnectReason::parse(&r)?,
+        None => DisconnectReason::client_closed(),
+    };
+    let session = state.manager.disconnect(&id, reason).await?;
+    Ok(HttpResponse::Ok().json(SessionView::from(&session)))
+}
+
+async fn token(_: Authorized, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
+    let id = session_id(&id)?;
+    let issued = state.manager.issue_token(&id).await.map_err(|e| match e {
+        // The legacy contract answers 400 when a token is asked for a session that is not active.
+        DomainError::AlreadyDisconnected => ApiError::NotActive,
+        other => other.into(),
+    })?;
+    Ok(HttpResponse::Ok().json(dto::TokenIssued {
+        session_id: id.to_string(),
+        reconnect_token: issued.token.expose().to_owned(),
+        expires_in_minutes: state.expires_in_minutes,
+    }))
+}
+
+/// No API key: the reconnect token is the credential.
+async fn reconnect(state: web::Data<AppState>, id: web::Path<String>, body: web::Payload) -> Reply {
+    let id = session_id(&id)?;
+    let body: dto::Reconnect = dto::require_json(body).await?;
+    let done = state.manager.reconnect(&id, &body.token).await?;
+    if done.repeated {
+        tracing::info!(session_id = %id, "reconnect retried inside the grace window");
+    }
+    Ok(HttpResponse::Ok().json(dto::Reconnected {
+        success: true,
+        session_id: id.to_string(),
+        message: "Session reconnected",
+        reconnect_count: done.session.reconnect_count(),
+        reconnect_token: done.token.token.expose().to_owned(),
+        expires_in_minutes: state.expires_in_minutes,
+    }))
+}

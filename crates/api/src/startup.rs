@@ -1,0 +1,245 @@
+//! Wiring: the only place that names concrete adapters. `build` binds the listener (port 0 works) and
+//! returns the server without running it, so the caller learns the port first.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, Service};
+use actix_web::{App, HttpServer, web};
+use tether_auth::{Authority, Keyring, Secret};
+use tether_domain::{Clock, EventSink, Policy, SessionEvent, SessionManager, SystemClock};
+use tether_persistence::{Database, Options};
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::routes;
+use crate::state::{ApiKey, AppState};
+
+/// Name under which a generated signing secret is kept in the database.
+const SECRET_SETTING: &str = "reconnect_signing_secret";
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting that breaks a rule found only when combined with others.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database.
+    #[error("database: {0}")]
+    Database(#[from] tether_persistence::Error),
+    /// The signing keys.
+    #[error("signing keys: {0}")]
+    Keys(#[from] tether_auth::Error),
+    /// The listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Logs each lifecycle event as one line. The WebSocket hub will replace it as the fan-out.
+struct LogEvents;
+
+impl EventSink for LogEvents {
+    fn publish(&self, event: &SessionEvent) {
+        tracing::info!(
+            target: "tether::events",
+            r#type = event.kind.as_str(),
+            session_id = %event.session_id,
+            status = event.status.as_str(),
+            data = %event.data(),
+            "session event"
+        );
+    }
+}
+
+/// A started service.
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+    generated_api_key: Option<String>,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+fn random_hex(bytes: usize) -> Result<String, StartError> {
+    Ok(Secret::generate()
+        .map_err(StartError::Keys)?
+        .to_hex()
+        .chars()
+        .take(bytes * 2)
+        .collect())
+}
+
+async fn signing_secret(settings: &Settings, db: &Database) -> Result<Secret, StartError> {
+    if !settings.auth.secret.is_empty() {
+        return Ok(Secret::new(settings.auth.secret.as_bytes().to_vec())?);
+    }
+    // Stored once, shared by every instance and restart on this database: a per-process random
+    // secret (the legacy behaviour) makes instances reject each other's tokens.
+    let candidate = Secret::generate()?.to_hex();
+    let stored = db.setting_or_insert(SECRET_SETTING, &candidate).await?;
+    Ok(Secret::from_hex(&stored)?)
+}
+
+impl Application {
+    /// Connects, migrates, wires the manager and binds the listener.
+    ///
+    /// # Errors
+    /// [`StartError`] with the reason, for one line on stderr.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = Database::connect(
+            &settings.database.url,
+            Options {
+                max_connections: settings.database.max_connections,
+                timeout: Duration::from_millis(settings.database.timeout_ms),
+            },
+        )
+        .await?;
+
+        let lifetime = settings.token_lifetime();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut keyring = Keyring::new(signing_secret(&settings, &db).await?);
+        for retired in settings.retired_secrets() {
+            keyring = keyring.with_retired(
+                Secret::new(retired.as_bytes().to_vec())?,
+                clock.now().plus(lifetime),
+            )?;
+        }
+        let authority = Authority::new(
+            keyring,
+            settings.auth.issuer.clone(),
+            settings.auth.audience.clone(),
+            lifetime,
+        )?;
+        let policy = Policy::new(
+            Duration::from_secs(settings.sessions.idle_after_secs),
+            Duration::from_secs(settings.sessions.reap_after_secs),
+            lifetime,
+            Duration::from_secs(settings.auth.reconnect_grace_seconds),
+        )
+        .map_err(|e| StartError::Config(format!("sessions/auth: {e}")))?;
+        let manager = SessionManager::new(
+            Arc::new(db.clone()),
+            Arc::new(authority),
+            Arc::new(LogEvents),
+            clock,
+            policy,
+        )
+        .map_err(|e| StartError::Config(e.to_string()))?;
+
+        let (api_key, generated_api_key) = if settings.auth.api_key.is_empty() {
+            let key = random_hex(24)?;
+            (ApiKey::new(key.clone()), Some(key))
+        } else {
+            (ApiKey::new(settings.auth.api_key.clone()), None)
+        };
+
+        let state = web::Data::new(AppState {
+            manager: manager.clone(),
+            db,
+            api_key,
+            expires_in_minutes: settings.auth.token_expiry_minutes,
+        });
+
+        let listener =
+            TcpListener::bind(&settings.server.bind).map_err(|source| StartError::Bind {
+                addr: settings.server.bind.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.server.bind.clone(),
+            source,
+        })?;
+
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    ApiError::BadRequest(format!("bad query string: {e}")).into()
+                }))
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let method = req.method().clone();
+                    // The path only: a query string may one day carry a ticket.
+                    let path = req.path().to_owned();
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await?;
+                        tracing::info!(
+                            %method,
+                            %path,
+                            status = res.status().as_u16(),
+                            micros = started.elapsed().as_micros() as u64,
+                            "request"
+                        );
+                        Ok(res)
+                    }
+                })
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.run();
+
+        let sweeper = tokio::spawn(sweep_forever(
+            manager,
+            Duration::from_secs(settings.sessions.sweep_interval_secs),
+        ));
+
+        Ok(Self {
+            server,
+            addr,
+            generated_api_key,
+            sweeper,
+        })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API key generated at start, if none was configured: to be printed once.
+    pub fn generated_api_key(&self) -> Option<&str> {
+        self.generated_api_key.as_deref()
+    }
+
+    /// Serves until SIGTERM/SIGINT, then drains in-flight requests and stops the sweep.
+    ///
+    /// # Errors
+    /// The server's I/O error.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.sweeper.abort();
+        result
+    }
+}
+
+/// Runs the idle/reap sweep every `every`. Errors are logged and the next tick tries again: a database
+/// outage must not end the sweeper.
+async fn sweep_forever(manager: SessionManager, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match manager.sweep().await {
+            Ok(r) if r.idled + r.reaped > 0 => {
+                tracing::info!(idled = r.idled, reaped = r.reaped, "sweep");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next tick"),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The one application state, registered once with `web::Data`, and the API-key check.
+
+use std::future::{Ready, ready};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use tether_domain::SessionManager;
+use tether_persistence::Database;
+
+use crate::error::ApiError;
+
+/// Everything the handlers need.
+pub struct AppState {
+    /// The use cases.
+    pub manager: SessionManager,
+    /// For the health check.
+    pub db: Database,
+    /// The management API key.
+    pub api_key: ApiKey,
+    /// Token lifetime in minutes, as the responses report it.
+    pub expires_in_minutes: u64,
+}
+
+/// The management API key; its `Debug` is redacted.
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+
+    /// Whether `presented` is this key, compared in time independent of where they differ.
+    pub fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Proof that the request carried the API key. Put it first among a handler's arguments so that an
+/// unauthenticated request is refused before its body is read.
+pub struct Authorized;
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequest for Authorized {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ok = req
+            .app_data::<web::Data<AppState>>()
+            .zip(bearer(req))
+            .is_some_and(|(state, key)| state.api_key.matches(key));
+        ready(if ok {
+            Ok(Self)
+        } else {
+            Err(ApiError::Unauthorized)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_matching_is_exact() {
+        let k = ApiKey::new("0123456789abcdef".into());
+        assert!(k.matches("0123456789abcdef"));
+        assert!(!k.matches("0123456789abcdeF"));
+        assert!(!k.matches("0123456789abcde"));
+        assert!(!k.matches(""));
+        assert_eq!(format!("{k:?}"), "ApiKey(<redacted>)");
+    }
+}
