@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use tether_domain::Policy;
 
 /// The default settings file, compiled in so that the binary runs from any directory.
 const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -204,7 +205,26 @@ impl Settings {
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return bad("auth.issuer and auth.audience must not be empty");
         }
-        Ok(())
+        self.policy().map(|_| ())
+    }
+
+    /// The session timing rules, checked together.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the settings that disagree.
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        Policy::new(
+            Duration::from_secs(self.sessions.idle_after_secs),
+            Duration::from_secs(self.sessions.reap_after_secs),
+            self.token_lifetime(),
+            Duration::from_secs(self.auth.reconnect_grace_seconds),
+        )
+        .map_err(|e| {
+            ConfigError(format!(
+                "sessions.idle_after_secs / sessions.reap_after_secs / auth.token_expiry_minutes / \
+                 auth.reconnect_grace_seconds: {e}"
+            ))
+        })
     }
 
     /// The retired secrets, split.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tether_auth::{Authority, Keyring, Secret};
-use tether_domain::{Clock, EventSink, Policy, SessionEvent, SessionManager, SystemClock};
+use tether_domain::{Clock, EventSink, SessionEvent, SessionManager, SystemClock};
 use tether_persistence::{Database, Options};
 
 use crate::config::Settings;
@@ -115,13 +115,9 @@ impl Application {
             settings.auth.audience.clone(),
             lifetime,
         )?;
-        let policy = Policy::new(
-            Duration::from_secs(settings.sessions.idle_after_secs),
-            Duration::from_secs(settings.sessions.reap_after_secs),
-            lifetime,
-            Duration::from_secs(settings.auth.reconnect_grace_seconds),
-        )
-        .map_err(|e| StartError::Config(format!("sessions/auth: {e}")))?;
+        let policy = settings
+            .policy()
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let manager = SessionManager::new(
             Arc::new(db.clone()),
             Arc::new(authority),

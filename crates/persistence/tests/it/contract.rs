@@ -1,8 +1,5 @@
 //! One contract suite for the `SessionStore` port, run against the in-memory reference store, SQLite
 //! and PostgreSQL: the SQL statements must behave exactly like the domain's rules.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +9,7 @@ use tether_domain::{
     SessionId, SessionStatus, SessionStore, Timestamp, TokenHash,
 };
 
-use support::TestDb;
+use crate::support::TestDb;
 
 const T0: i64 = 1_800_000_000_000_000;
 

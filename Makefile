@@ -1,0 +1,28 @@
+# The two commands a newcomer needs: `make run` and `make test`. Nothing else to install but cargo.
+
+CARGO ?= cargo
+
+.PHONY: run test bench lint fmt clean
+
+## Build and start the service on the embedded default (SQLite file ./tether.db).
+run:
+	$(CARGO) run -p tether-api --bin tether
+
+## Every test: unit, integration (SQLite always; PostgreSQL when TETHER_TEST_POSTGRES_URL is set),
+## end-to-end against the real binary, and doctests.
+test:
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## Benchmarks of the reconnect path (release build); see BENCHMARKS.md.
+bench:
+	$(CARGO) build --release -p tether-api -p tether-bench
+	./target/release/tether-bench --tether ./target/release/tether
+
+## What CI checks besides the tests.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,286 @@
+//! Starting the real `tether` binary on a random port with a fresh database, and talking to it as a
+//! client would.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+pub const KEY: &str = "e2e-api-key-0123456789";
+pub const SECRET: &str = "e2e-signing-secret-0123456789-abcdefghij";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The test PostgreSQL server's admin URL; absent outside CI means skip (loudly), in CI a failure.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("TETHER_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "TETHER_TEST_POSTGRES_URL must be set in CI: PostgreSQL tests may not be skipped"
+            );
+            eprintln!(
+                "\n*** SKIPPING PostgreSQL end-to-end test: TETHER_TEST_POSTGRES_URL is unset ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh database for one test, removed on `remove`.
+pub enum Db {
+    Sqlite(std::path::PathBuf),
+    Postgres { admin: String, name: String },
+}
+
+impl Db {
+    pub fn sqlite() -> Self {
+        let dir = std::env::temp_dir().join(unique("tether_e2e"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::Sqlite(dir)
+    }
+
+    pub async fn postgres() -> Option<Self> {
+        let admin = postgres_admin_url()?;
+        let name = unique("tether_e2e");
+        tether_persistence::admin::create_database(&admin, &name)
+            .await
+            .unwrap();
+        Some(Self::Postgres { admin, name })
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => format!("sqlite://{}", dir.join("tether.db").display()),
+            Self::Postgres { admin, name } => {
+                tether_persistence::admin::with_database(admin, name).unwrap()
+            }
+        }
+    }
+
+    pub async fn remove(self) {
+        match self {
+            Self::Sqlite(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Self::Postgres { admin, name } => {
+                tether_persistence::admin::drop_database(&admin, &name)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// A running `tether` process. Killed on drop if still running.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub stderr: Arc<Mutex<String>>,
+    client: awc::Client,
+}
+
+/// What `Server::start` takes besides the database URL.
+pub fn base_env(db_url: &str) -> Vec<(String, String)> {
+    [
+        ("TETHER_SERVER__BIND", "127.0.0.1:0"),
+        ("DATABASE_URL", db_url),
+        ("MCP_API_KEY", KEY),
+        ("MCP_SESSION_SECRET", SECRET),
+        ("TETHER_LOG__LEVEL", "info"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+fn command(env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+    // Only what the test says: nothing leaks in from the developer's shell.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TETHER_")
+            || k.starts_with("MCP_")
+            || k == "DATABASE_URL"
+            || k == "RUST_LOG"
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+/// Runs the binary to completion (for start-up failures).
+pub fn run_to_exit(env: &[(String, String)]) -> (Option<i32>, String) {
+    let out = command(env).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Server {
+    pub fn start(db_url: &str) -> Self {
+        Self::start_with(&base_env(db_url))
+    }
+
+    pub fn start_with(env: &[(String, String)]) -> Self {
+        let mut child = command(env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("tether listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("tether did not start; stderr:\n{}", stderr.lock().unwrap());
+            }
+        };
+        Self {
+            child,
+            base: format!("{url}/api/mcp"),
+            stderr,
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .finish(),
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tether did not stop within 30 s of SIGTERM");
+    }
+
+    /// One request; `auth` adds the API key. Returns the status and the JSON body (Null if none).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        auth: bool,
+    ) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, url);
+        if auth {
+            req = req.insert_header(("Authorization", format!("Bearer {KEY}")));
+        }
+        let mut resp = match body {
+            Some(b) => req
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(b.to_owned())
+                .await
+                .unwrap(),
+            None => req.send().await.unwrap(),
+        };
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(1 << 20).await.unwrap();
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None, true).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call("POST", path, Some(&body.to_string()), true).await
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn create(&self, id: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/sessions",
+                &serde_json::json!({"client_type": "e2e", "session_id": id}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Mints a token through the API.
+    pub async fn mint(&self, id: &str) -> String {
+        let (status, body) = self
+            .call("POST", &format!("/sessions/{id}/token"), None, true)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["reconnect_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn reconnect(&self, id: &str, token: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "token": token }).to_string();
+        self.call(
+            "POST",
+            &format!("/sessions/{id}/reconnect"),
+            Some(&body),
+            false,
+        )
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
