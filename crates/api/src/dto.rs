@@ -161,3 +161,16 @@ pub struct Reconnected {
     /// Its lifetime.
     pub expires_in_minutes: u64,
 }
+
+/// `GET /health`.
+#[derive(Serialize)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    /// `ok` or `unavailable`.
+    pub database: &'static str,
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// Version of the binary.
+    pub version: &'static str,
+}

@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 use tether_domain::{Error as DomainError, ResultCode};
 
 /// Everything a handler can fail with.
@@ -33,9 +32,20 @@ pub enum ApiError {
     NoRoute,
 }
 
-/// `{"success": false, "code", "detail"}`.
+/// `{"success": false, "code", "detail"}`, in that order (a struct, since `json!` sorts keys).
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    success: bool,
+    code: &'a str,
+    detail: &'a str,
+}
+
 fn body(status: StatusCode, code: &str, detail: &str) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"success": false, "code": code, "detail": detail}))
+    HttpResponse::build(status).json(ErrorBody {
+        success: false,
+        code,
+        detail,
+    })
 }
 
 /// The HTTP status of a contract result code.

@@ -2,7 +2,6 @@
 //! more: rules live in `SessionManager`, and events are emitted there, never here.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
 use tether_domain::{
     DisconnectReason, Error as DomainError, ListQuery, Metadata, NewSession, SessionId,
     SessionStatus,
@@ -47,23 +46,23 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         tether_persistence::Backend::Sqlite => "sqlite",
         tether_persistence::Backend::Postgres => "postgres",
     };
-    match state.db.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({
-            "status": "ok",
-            "database": "ok",
-            "backend": backend,
-            "version": env!("CARGO_PKG_VERSION"),
-        })),
+    let (mut reply, status, database) = match state.db.ping().await {
+        Ok(()) => (HttpResponse::Ok(), "ok", "ok"),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unavailable");
-            HttpResponse::ServiceUnavailable().json(json!({
-                "status": "degraded",
-                "database": "unavailable",
-                "backend": backend,
-                "version": env!("CARGO_PKG_VERSION"),
-            }))
+            (
+                HttpResponse::ServiceUnavailable(),
+                "degraded",
+                "unavailable",
+            )
         }
-    }
+    };
+    reply.json(dto::Health {
+        status,
+        database,
+        backend,
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 async fn create(_: Authorized, state: web::Data<AppState>, body: web::Payload) -> Reply {
