@@ -47,7 +47,7 @@ impl Secret {
     /// to fewer than [`Secret::MIN_LEN`] bytes.
     pub fn from_hex(hex: &str) -> Result<Self, Error> {
         let hex = hex.as_bytes();
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return Err(Error::SecretEncoding);
         }
         let bytes = hex
