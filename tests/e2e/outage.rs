@@ -66,26 +66,37 @@ async fn pump(
 }
 
 impl Proxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    /// Runs on a thread and runtime of its own: the test's runtime blocks while it waits for the
+    /// server to start, and the server's first act is to connect through the proxy.
+    fn start(upstream: String) -> Self {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(Mode::Pass);
-        tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let mut mode = rx.clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    if !open(&mut mode).await {
-                        return;
-                    }
-                    let Ok(outbound) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let (ir, iw) = inbound.into_split();
-                    let (or, ow) = outbound.into_split();
-                    tokio::join!(pump(ir, ow, mode.clone()), pump(or, iw, mode));
-                });
-            }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The thread ends with the test process.
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).unwrap();
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let mut mode = rx.clone();
+                    let upstream = upstream.clone();
+                    tokio::spawn(async move {
+                        if !open(&mut mode).await {
+                            return;
+                        }
+                        let Ok(outbound) = TcpStream::connect(&upstream).await else {
+                            return;
+                        };
+                        let (ir, iw) = inbound.into_split();
+                        let (or, ow) = outbound.into_split();
+                        tokio::join!(pump(ir, ow, mode.clone()), pump(or, iw, mode));
+                    });
+                }
+            })
         });
         Self { addr, mode: tx }
     }
@@ -152,7 +163,7 @@ async fn postgres_frozen_or_stopped_answers_503_quickly_and_recovers() {
         return;
     };
     let (_, upstream) = through(&db.url(), "127.0.0.1:1".parse().unwrap());
-    let proxy = Proxy::start(upstream).await;
+    let proxy = Proxy::start(upstream);
     let (proxied, _) = through(&db.url(), proxy.addr);
     let mut env = support::base_env(&proxied);
     env.push(("TETHER_DATABASE__TIMEOUT_MS".into(), "1000".into()));

@@ -5,7 +5,7 @@ use actix_web::web;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tether_domain::Session;
+use tether_domain::SessionView;
 
 use crate::error::ApiError;
 
@@ -89,40 +89,6 @@ pub struct ListParams {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-}
-
-/// A session in a response. Carries nothing of its token state.
-#[derive(Debug, Serialize)]
-pub struct SessionView {
-    session_id: String,
-    client_type: String,
-    client_version: Option<String>,
-    principal: Option<String>,
-    status: &'static str,
-    connected_at: String,
-    last_activity: String,
-    disconnected_at: Option<String>,
-    disconnect_reason: Option<String>,
-    reconnect_count: u64,
-    metadata: Value,
-}
-
-impl From<&Session> for SessionView {
-    fn from(s: &Session) -> Self {
-        Self {
-            session_id: s.id().to_string(),
-            client_type: s.client_type().to_owned(),
-            client_version: s.client_version().map(str::to_owned),
-            principal: s.principal().map(str::to_owned),
-            status: s.status().as_str(),
-            connected_at: s.connected_at().to_rfc3339(),
-            last_activity: s.last_activity().to_rfc3339(),
-            disconnected_at: s.disconnected_at().map(|t| t.to_rfc3339()),
-            disconnect_reason: s.disconnect_reason().map(|r| r.as_str().to_owned()),
-            reconnect_count: s.reconnect_count(),
-            metadata: Value::Object(s.metadata().as_map().clone()),
-        }
-    }
 }
 
 /// `GET /sessions` response.

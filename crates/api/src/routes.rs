@@ -4,10 +4,10 @@
 use actix_web::{HttpResponse, web};
 use tether_domain::{
     DisconnectReason, Error as DomainError, ListQuery, Metadata, NewSession, SessionId,
-    SessionStatus,
+    SessionStatus, SessionView,
 };
 
-use crate::dto::{self, SessionList, SessionView};
+use crate::dto::{self, SessionList};
 use crate::error::ApiError;
 use crate::state::{AppState, Authorized};
 

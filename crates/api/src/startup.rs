@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tether_auth::{Authority, Keyring, Secret};
-use tether_domain::{Clock, EventSink, SessionEvent, SessionManager, SystemClock};
+use tether_domain::{Clock, EventSink, SessionManager, StoredEvent, SystemClock};
 use tether_persistence::{Database, Options};
 
 use crate::config::Settings;
@@ -45,9 +45,11 @@ pub enum StartError {
 struct LogEvents;
 
 impl EventSink for LogEvents {
-    fn publish(&self, event: &SessionEvent) {
+    fn publish(&self, stored: &StoredEvent) {
+        let event = &stored.event;
         tracing::info!(
             target: "tether::events",
+            seq = stored.seq,
             r#type = event.kind.as_str(),
             session_id = %event.session_id,
             status = event.status.as_str(),

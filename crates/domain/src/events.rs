@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::error::Error;
 use crate::session::{Session, SessionId, SessionStatus};
 use crate::time::Timestamp;
 
@@ -20,6 +21,14 @@ pub enum UpdateType {
 }
 
 impl UpdateType {
+    /// Every update type.
+    pub const ALL: [UpdateType; 4] = [
+        Self::Activity,
+        Self::Idle,
+        Self::Reconnected,
+        Self::TokenIssued,
+    ];
+
     /// The wire spelling.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -52,6 +61,33 @@ impl EventKind {
             Self::Updated(_) => "session_updated",
             Self::Disconnected => "session_disconnected",
             Self::TokenReused => "token_reused",
+        }
+    }
+
+    /// The `update_type` of a `session_updated` event.
+    pub const fn update_type(self) -> Option<UpdateType> {
+        match self {
+            Self::Updated(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Reads back what [`EventKind::as_str`] and [`EventKind::update_type`] wrote (for stored events).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] for an unknown combination (a corrupt row).
+    pub fn parse(kind: &str, update_type: Option<&str>) -> Result<Self, Error> {
+        let bad = || Error::Internal(format!("unknown event kind {kind:?}/{update_type:?}").into());
+        match (kind, update_type) {
+            ("session_created", None) => Ok(Self::Created),
+            ("session_disconnected", None) => Ok(Self::Disconnected),
+            ("token_reused", None) => Ok(Self::TokenReused),
+            ("session_updated", Some(u)) => UpdateType::ALL
+                .into_iter()
+                .find(|t| t.as_str() == u)
+                .map(Self::Updated)
+                .ok_or_else(bad),
+            _ => Err(bad()),
         }
     }
 }
@@ -110,11 +146,21 @@ impl SessionEvent {
     }
 }
 
-/// The event-sink port: where events go once their change is stored. Must not block: a sink that
-/// fans out to slow consumers queues or drops per consumer, never waits.
+/// An event as recorded in the outbox, in the same transaction as its change. `seq` is its id there:
+/// increasing, and the position a dashboard resumes from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// Position in the outbox.
+    pub seq: u64,
+    /// The event.
+    pub event: SessionEvent,
+}
+
+/// The event-sink port: told of each event right after its change (and outbox row) committed, in this
+/// process. Must not block: a sink that fans out to slow consumers queues or drops per consumer.
 pub trait EventSink: Send + Sync {
-    /// Hands over one event.
-    fn publish(&self, event: &SessionEvent);
+    /// Hands over one committed event.
+    fn publish(&self, event: &StoredEvent);
 }
 
 /// A sink that drops everything, for embedders that do not watch events.
@@ -122,29 +168,40 @@ pub trait EventSink: Send + Sync {
 pub struct NoEvents;
 
 impl EventSink for NoEvents {
-    fn publish(&self, _event: &SessionEvent) {}
+    fn publish(&self, _event: &StoredEvent) {}
 }
 
 /// A sink that keeps every event in memory, for tests.
 #[derive(Debug, Default)]
-pub struct CollectingSink(std::sync::Mutex<Vec<SessionEvent>>);
+pub struct CollectingSink(std::sync::Mutex<Vec<StoredEvent>>);
 
 impl CollectingSink {
     /// Every event so far, oldest first.
-    pub fn events(&self) -> Vec<SessionEvent> {
+    pub fn events(&self) -> Vec<StoredEvent> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Kinds of every event so far, oldest first.
     pub fn kinds(&self) -> Vec<EventKind> {
-        self.events().iter().map(|e| e.kind).collect()
+        self.events().iter().map(|e| e.event.kind).collect()
     }
 }
 
 impl EventSink for CollectingSink {
-    fn publish(&self, event: &SessionEvent) {
+    fn publish(&self, event: &StoredEvent) {
         if let Ok(mut v) = self.0.lock() {
             v.push(event.clone());
+        }
+    }
+}
+
+/// Fans one event out to several sinks (say, a log and a WebSocket hub).
+pub struct Sinks(pub Vec<std::sync::Arc<dyn EventSink>>);
+
+impl EventSink for Sinks {
+    fn publish(&self, event: &StoredEvent) {
+        for sink in &self.0 {
+            sink.publish(event);
         }
     }
 }

@@ -7,8 +7,9 @@
 //! the live one and answers [`ResultCode::TokenReused`].
 //!
 //! The outside world comes in through four ports: [`SessionStore`], [`TokenAuthority`],
-//! [`EventSink`] and [`Clock`]. `tether-persistence` and `tether-auth` implement the first two;
-//! [`InMemoryStore`], [`CollectingSink`] and [`ManualClock`] serve tests.
+//! [`EventSink`] and [`Clock`]; a fifth, [`EventFeed`], reads the event outbox back for live monitoring.
+//! `tether-persistence` and `tether-auth` implement the store, feed and authority; [`InMemoryStore`],
+//! [`CollectingSink`] and [`ManualClock`] serve tests.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -71,22 +72,26 @@ mod policy;
 mod ports;
 mod session;
 mod time;
+mod view;
 
 #[cfg(test)]
 mod manager_tests;
 
 pub use codes::ResultCode;
 pub use error::{BoxError, Error};
-pub use events::{CollectingSink, EventKind, EventSink, NoEvents, SessionEvent, UpdateType};
+pub use events::{
+    CollectingSink, EventKind, EventSink, NoEvents, SessionEvent, Sinks, StoredEvent, UpdateType,
+};
 pub use manager::{MAX_PAGE, Page, Reconnected, SessionManager, SweepReport};
 pub use memory::InMemoryStore;
 pub use policy::{MAX_GRACE, Policy};
 pub use ports::{
-    Cursor, IssuedToken, ListQuery, PlainToken, SessionStore, StatusCounts, TokenAuthority,
-    VerifiedToken,
+    Change, Cursor, EventFeed, IssuedToken, ListQuery, PlainToken, Recorded, SessionStore,
+    StatusCounts, TokenAuthority, VerifiedToken,
 };
 pub use session::{
     DisconnectReason, MAX_METADATA_BYTES, MAX_SESSION_ID_LEN, Metadata, NewSession, Session,
     SessionId, SessionParts, SessionStatus, TokenHash, TokenState,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use view::SessionView;

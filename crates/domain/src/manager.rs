@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use crate::codes::ResultCode;
 use crate::error::Error;
-use crate::events::{EventKind, EventSink, SessionEvent, UpdateType};
+use crate::events::{EventKind, EventSink, UpdateType};
 use crate::policy::Policy;
 use crate::ports::{
-    Cursor, IssuedToken, ListQuery, SessionStore, StatusCounts, TokenAuthority, VerifiedToken,
+    Change, Cursor, IssuedToken, ListQuery, Recorded, SessionStore, StatusCounts, TokenAuthority,
+    VerifiedToken,
 };
 use crate::session::{DisconnectReason, NewSession, Session, SessionId};
-use crate::time::Clock;
+use crate::time::{Clock, Timestamp};
 
 /// Largest page `list` returns.
 pub const MAX_PAGE: u32 = 500;
@@ -87,9 +88,17 @@ impl SessionManager {
         &self.policy
     }
 
-    fn emit(&self, kind: EventKind, session: &Session) {
-        self.events
-            .publish(&SessionEvent::of(kind, session, self.clock.now()));
+    /// Tells the sink of a committed change and hands back the session.
+    fn emit(&self, recorded: Recorded) -> Session {
+        self.events.publish(&recorded.event);
+        recorded.session
+    }
+
+    fn change(&self, event: EventKind) -> Change {
+        Change {
+            at: self.clock.now(),
+            event,
+        }
     }
 
     /// Why a conditional change found nothing to change.
@@ -109,10 +118,10 @@ impl SessionManager {
     /// # Errors
     /// [`Error::Invalid`] for bad fields, [`Error::AlreadyExists`] for a taken id, store errors.
     pub async fn open(&self, new: NewSession) -> Result<Session, Error> {
-        let session = Session::open(new, self.clock.now())?;
-        self.store.insert(&session).await?;
-        self.emit(EventKind::Created, &session);
-        Ok(session)
+        let change = self.change(EventKind::Created);
+        let session = Session::open(new, change.at)?;
+        let recorded = self.store.insert(&session, change).await?;
+        Ok(self.emit(recorded))
     }
 
     /// Reads a session.
@@ -163,11 +172,9 @@ impl SessionManager {
     /// # Errors
     /// [`Error::NotFound`], [`Error::AlreadyDisconnected`], store errors.
     pub async fn touch(&self, id: &SessionId) -> Result<Session, Error> {
-        match self.store.touch(id, self.clock.now()).await? {
-            Some(s) => {
-                self.emit(EventKind::Updated(UpdateType::Activity), &s);
-                Ok(s)
-            }
+        let change = self.change(EventKind::Updated(UpdateType::Activity));
+        match self.store.touch(id, change).await? {
+            Some(recorded) => Ok(self.emit(recorded)),
             None => Err(self.explain_miss(id).await),
         }
     }
@@ -181,11 +188,9 @@ impl SessionManager {
         id: &SessionId,
         reason: DisconnectReason,
     ) -> Result<Session, Error> {
-        match self.store.disconnect(id, self.clock.now(), &reason).await? {
-            Some(s) => {
-                self.emit(EventKind::Disconnected, &s);
-                Ok(s)
-            }
+        let change = self.change(EventKind::Disconnected);
+        match self.store.disconnect(id, &reason, change).await? {
+            Some(recorded) => Ok(self.emit(recorded)),
             None => Err(self.explain_miss(id).await),
         }
     }
@@ -195,14 +200,15 @@ impl SessionManager {
     /// # Errors
     /// [`Error::NotFound`], [`Error::AlreadyDisconnected`], store errors.
     pub async fn issue_token(&self, id: &SessionId) -> Result<IssuedToken, Error> {
-        let issued = self.tokens.mint(id, self.clock.now())?;
+        let change = self.change(EventKind::Updated(UpdateType::TokenIssued));
+        let issued = self.tokens.mint(id, change.at)?;
         match self
             .store
-            .set_token(id, &issued.hash, issued.expires_at)
+            .set_token(id, &issued.hash, issued.expires_at, change)
             .await?
         {
-            Some(s) => {
-                self.emit(EventKind::Updated(UpdateType::TokenIssued), &s);
+            Some(recorded) => {
+                self.emit(recorded);
                 Ok(issued)
             }
             None => Err(self.explain_miss(id).await),
@@ -215,20 +221,19 @@ impl SessionManager {
     /// [`Error::Reconnect`] with the result code, [`Error::NotFound`] as `session_not_found`, store
     /// errors.
     pub async fn reconnect(&self, id: &SessionId, token: &str) -> Result<Reconnected, Error> {
-        let now = self.clock.now();
-        let presented = self.tokens.verify(token, now)?;
+        let change = self.change(EventKind::Updated(UpdateType::Reconnected));
+        let presented = self.tokens.verify(token, change.at)?;
         if presented.session_id != id.as_str() {
             return Err(Error::Reconnect(ResultCode::SessionIdMismatch));
         }
-        let next = self.tokens.rotate(&presented, now)?;
-        if let Some(session) = self
+        let next = self.tokens.rotate(&presented, change.at)?;
+        if let Some(recorded) = self
             .store
-            .consume_token(id, &presented.hash, &next.hash, next.expires_at, now)
+            .consume_token(id, &presented.hash, &next.hash, next.expires_at, change)
             .await?
         {
-            self.emit(EventKind::Updated(UpdateType::Reconnected), &session);
             return Ok(Reconnected {
-                session,
+                session: self.emit(recorded),
                 token: next,
                 repeated: false,
             });
@@ -262,8 +267,9 @@ impl SessionManager {
         // been consumed (or superseded) already: presenting it again is reuse (RFC 9700 §4.14.2).
         let predates_rotation = state.rotated_at.is_some_and(|r| presented.issued_at <= r);
         if is_previous || predates_rotation {
-            if let Some(s) = self.store.revoke_token(id).await? {
-                self.emit(EventKind::TokenReused, &s);
+            let change = self.change(EventKind::TokenReused);
+            if let Some(recorded) = self.store.revoke_token(id, change).await? {
+                self.emit(recorded);
             }
             return Err(Error::Reconnect(ResultCode::TokenReused));
         }
@@ -276,7 +282,7 @@ impl SessionManager {
         &self,
         session: &Session,
         presented: &VerifiedToken,
-        now: crate::time::Timestamp,
+        now: Timestamp,
     ) -> Result<Option<Reconnected>, Error> {
         let grace = self.policy.grace();
         let (Some(rotated_at), Some(live)) = (session.token().rotated_at, session.token().hash)
@@ -302,28 +308,31 @@ impl SessionManager {
     /// # Errors
     /// Store errors (what was done before the error stays done and reported).
     pub async fn sweep(&self) -> Result<SweepReport, Error> {
-        let now = self.clock.now();
-        let reaped = self
+        let reap = self.change(EventKind::Disconnected);
+        let reaped_rows = self
             .store
             .reap(
-                now.minus(self.policy.reap_after()),
-                now,
+                reap.at.minus(self.policy.reap_after()),
                 &DisconnectReason::idle_timeout(),
+                reap,
             )
             .await?;
-        for s in &reaped {
-            self.emit(EventKind::Disconnected, s);
+        let reaped = reaped_rows.len();
+        for r in reaped_rows {
+            self.emit(r);
         }
-        let idled = self
+        let idle = Change {
+            at: reap.at,
+            event: EventKind::Updated(UpdateType::Idle),
+        };
+        let idled_rows = self
             .store
-            .mark_idle(now.minus(self.policy.idle_after()), now)
+            .mark_idle(idle.at.minus(self.policy.idle_after()), idle)
             .await?;
-        for s in &idled {
-            self.emit(EventKind::Updated(UpdateType::Idle), s);
+        let idled = idled_rows.len();
+        for r in idled_rows {
+            self.emit(r);
         }
-        Ok(SweepReport {
-            idled: idled.len(),
-            reaped: reaped.len(),
-        })
+        Ok(SweepReport { idled, reaped })
     }
 }

@@ -197,7 +197,7 @@ async fn activity_makes_idle_active_and_refuses_ended_sessions() {
     assert_eq!(s.status(), SessionStatus::Disconnected);
     assert_eq!(s.disconnect_reason().unwrap().as_str(), "admin");
     assert_eq!(
-        w.events.events().last().unwrap().reason.as_deref(),
+        w.events.events().last().unwrap().event.reason.as_deref(),
         Some("admin")
     );
     assert!(matches!(
@@ -587,7 +587,7 @@ struct DownStore;
 
 #[async_trait::async_trait]
 impl SessionStore for DownStore {
-    async fn insert(&self, _: &Session) -> Result<(), Error> {
+    async fn insert(&self, _: &Session, _: Change) -> Result<Recorded, Error> {
         Err(Error::Unavailable("down".into()))
     }
     async fn get(&self, _: &SessionId) -> Result<Option<Session>, Error> {
@@ -599,15 +599,15 @@ impl SessionStore for DownStore {
     async fn counts(&self) -> Result<StatusCounts, Error> {
         Err(Error::Unavailable("down".into()))
     }
-    async fn touch(&self, _: &SessionId, _: Timestamp) -> Result<Option<Session>, Error> {
+    async fn touch(&self, _: &SessionId, _: Change) -> Result<Option<Recorded>, Error> {
         Err(Error::Unavailable("down".into()))
     }
     async fn disconnect(
         &self,
         _: &SessionId,
-        _: Timestamp,
         _: &DisconnectReason,
-    ) -> Result<Option<Session>, Error> {
+        _: Change,
+    ) -> Result<Option<Recorded>, Error> {
         Err(Error::Unavailable("down".into()))
     }
     async fn set_token(
@@ -615,7 +615,8 @@ impl SessionStore for DownStore {
         _: &SessionId,
         _: &TokenHash,
         _: Timestamp,
-    ) -> Result<Option<Session>, Error> {
+        _: Change,
+    ) -> Result<Option<Recorded>, Error> {
         Err(Error::Unavailable("down".into()))
     }
     async fn consume_token(
@@ -624,22 +625,22 @@ impl SessionStore for DownStore {
         _: &TokenHash,
         _: &TokenHash,
         _: Timestamp,
-        _: Timestamp,
-    ) -> Result<Option<Session>, Error> {
+        _: Change,
+    ) -> Result<Option<Recorded>, Error> {
         Err(Error::Unavailable("down".into()))
     }
-    async fn revoke_token(&self, _: &SessionId) -> Result<Option<Session>, Error> {
+    async fn revoke_token(&self, _: &SessionId, _: Change) -> Result<Option<Recorded>, Error> {
         Err(Error::Unavailable("down".into()))
     }
-    async fn mark_idle(&self, _: Timestamp, _: Timestamp) -> Result<Vec<Session>, Error> {
+    async fn mark_idle(&self, _: Timestamp, _: Change) -> Result<Vec<Recorded>, Error> {
         Err(Error::Unavailable("down".into()))
     }
     async fn reap(
         &self,
         _: Timestamp,
-        _: Timestamp,
         _: &DisconnectReason,
-    ) -> Result<Vec<Session>, Error> {
+        _: Change,
+    ) -> Result<Vec<Recorded>, Error> {
         Err(Error::Unavailable("down".into()))
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Error;
+use crate::events::{EventKind, StoredEvent};
 use crate::session::{DisconnectReason, Session, SessionId, SessionStatus, TokenHash};
 use crate::time::Timestamp;
 
@@ -73,60 +74,105 @@ pub struct StatusCounts {
     pub disconnected: u64,
 }
 
+/// What a state change records besides itself: when it happened and which event reports it. The
+/// store writes the event to its outbox in the same transaction as the change, built by
+/// [`SessionEvent::of`](crate::SessionEvent::of) from the row as it is after the change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// When the change happens.
+    pub at: Timestamp,
+    /// The event that reports it.
+    pub event: EventKind,
+}
+
+/// A committed change: the session after it, and its event with the event's outbox position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    /// The session after the change.
+    pub session: Session,
+    /// The event, as stored.
+    pub event: StoredEvent,
+}
+
 /// The session-store port. Every state change is one atomic operation whose conditions are the
-/// `Session::can_*`/`should_*` rules; each returns the session as it is after the change, or `None`
-/// when the conditions did not hold (the caller then reads the row to say why).
+/// `Session::can_*`/`should_*` rules, and which appends the change's event to the outbox in the same
+/// transaction. Each returns what it recorded, or `None` when the conditions did not hold (the caller
+/// then reads the row to say why).
 ///
 /// Errors: [`Error::Unavailable`] when the database does not answer in time, [`Error::AlreadyExists`]
 /// from `insert` for a taken id, [`Error::Internal`] for anything else.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new session.
-    async fn insert(&self, session: &Session) -> Result<(), Error>;
+    async fn insert(&self, session: &Session, change: Change) -> Result<Recorded, Error>;
     /// Reads one session.
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, Error>;
     /// Reads a page, newest `last_activity` first, then id descending.
     async fn list(&self, query: &ListQuery) -> Result<Vec<Session>, Error>;
     /// Counts sessions per state.
     async fn counts(&self) -> Result<StatusCounts, Error>;
-    /// Activity at `at`, unless ended.
-    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<Option<Session>, Error>;
+    /// Activity at `change.at`, unless ended.
+    async fn touch(&self, id: &SessionId, change: Change) -> Result<Option<Recorded>, Error>;
     /// Ends the session, unless already ended.
     async fn disconnect(
         &self,
         id: &SessionId,
-        at: Timestamp,
         reason: &DisconnectReason,
-    ) -> Result<Option<Session>, Error>;
+        change: Change,
+    ) -> Result<Option<Recorded>, Error>;
     /// Replaces the live token, unless ended.
     async fn set_token(
         &self,
         id: &SessionId,
         hash: &TokenHash,
         expires_at: Timestamp,
-    ) -> Result<Option<Session>, Error>;
-    /// The compare-and-swap of a reconnect: when `Session::can_consume(presented, at)` holds, rotate to
-    /// `next`, count one reconnect and reactivate, all in one atomic statement.
+        change: Change,
+    ) -> Result<Option<Recorded>, Error>;
+    /// The compare-and-swap of a reconnect: when `Session::can_consume(presented, change.at)` holds,
+    /// rotate to `next`, count one reconnect and reactivate, atomically.
     async fn consume_token(
         &self,
         id: &SessionId,
         presented: &TokenHash,
         next: &TokenHash,
         next_expires_at: Timestamp,
-        at: Timestamp,
-    ) -> Result<Option<Session>, Error>;
+        change: Change,
+    ) -> Result<Option<Recorded>, Error>;
     /// Revokes the live token (reuse detected), unless ended.
-    async fn revoke_token(&self, id: &SessionId) -> Result<Option<Session>, Error>;
+    async fn revoke_token(&self, id: &SessionId, change: Change)
+    -> Result<Option<Recorded>, Error>;
     /// Makes idle every active session with no activity since `idle_before`.
-    async fn mark_idle(&self, idle_before: Timestamp, at: Timestamp)
-    -> Result<Vec<Session>, Error>;
+    async fn mark_idle(
+        &self,
+        idle_before: Timestamp,
+        change: Change,
+    ) -> Result<Vec<Recorded>, Error>;
     /// Ends every live session with no activity since `reap_before`.
     async fn reap(
         &self,
         reap_before: Timestamp,
-        at: Timestamp,
         reason: &DisconnectReason,
-    ) -> Result<Vec<Session>, Error>;
+        change: Change,
+    ) -> Result<Vec<Recorded>, Error>;
+}
+
+/// The event-feed port: the outbox read back, for fan-out to dashboards and for resuming a stream.
+/// `realtime` reads events only through it, so it never depends on `persistence`.
+#[async_trait]
+pub trait EventFeed: Send + Sync {
+    /// Retained events with `seq > after`, oldest first, at most `limit`.
+    async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, Error>;
+    /// The highest `seq` written so far (0 when none).
+    async fn last_seq(&self) -> Result<u64, Error>;
+    /// The highest `seq` removed by pruning (0 when none): a resume from `since` is complete exactly
+    /// when `since >= pruned_through()`.
+    async fn pruned_through(&self) -> Result<u64, Error>;
+    /// Identifies this outbox: a `seq` from another epoch (another database, or a reset one) means
+    /// nothing here.
+    async fn epoch(&self) -> Result<String, Error>;
+    /// Resolves when new events may have been written (here or, on a shared database, by another
+    /// instance). May resolve spuriously; callers re-read from their last `seq` and wait again.
+    async fn wait_for_events(&self);
 }
 
 /// A reconnect token in plain text. Exists only between minting and the response; never stored,

@@ -68,6 +68,7 @@ pub(crate) enum Pools {
 pub struct Database {
     pub(crate) pools: Pools,
     pub(crate) timeout: Duration,
+    pub(crate) feed: std::sync::Arc<crate::feed::FeedState>,
 }
 
 impl std::fmt::Debug for Database {
@@ -132,6 +133,10 @@ impl Database {
     pub async fn connect(url: &str, options: Options) -> Result<Self, Error> {
         let target = parse_url(url)?;
         migrate(&target, options.timeout).await?;
+        let listen_url = match &target {
+            Target::Sqlite(_) => None,
+            Target::Postgres(url) => Some(url.clone()),
+        };
         let pools = match target {
             Target::Sqlite(path) => {
                 let mut cfg = ManagerConfig::<SqliteConn>::default();
@@ -164,6 +169,7 @@ impl Database {
         Ok(Self {
             pools,
             timeout: options.timeout,
+            feed: std::sync::Arc::new(crate::feed::FeedState::new(listen_url)),
         })
     }
 

@@ -1,15 +1,19 @@
 //! Tether's session store on SQLite (the default: one file, WAL mode, no server) and PostgreSQL
 //! (pooled, any number of instances), through diesel-async.
 //!
-//! [`Database`] implements the domain's [`SessionStore`](tether_domain::SessionStore). Every state
-//! change is one atomic `UPDATE ... WHERE <rule> RETURNING *`: a reconnect consumes its token with a
-//! compare-and-swap on the token hash, and counters are incremented by the database, never read and
-//! written back. Each call is bounded by [`Options::timeout`], so a frozen database yields
+//! [`Database`] implements the domain's [`SessionStore`](tether_domain::SessionStore) and
+//! [`EventFeed`](tether_domain::EventFeed). Every state change is one `UPDATE ... WHERE <rule>
+//! RETURNING *` plus its event's row in the `session_events` outbox, in one transaction: a reconnect
+//! consumes its token with a compare-and-swap on the token hash, and counters are incremented by the
+//! database, never read and written back. On PostgreSQL a trigger NOTIFYs every instance of new
+//! events; each instance LISTENs on a connection of its own and reconnects by itself. Each call is bounded by [`Options::timeout`], so a frozen database yields
 //! `Unavailable` instead of a hung request. Migrations for both backends are embedded and run by
 //! [`Database::connect`].
 //!
 //! ```
-//! use tether_domain::{Metadata, NewSession, Session, SessionId, SessionStore, Timestamp};
+//! use tether_domain::{
+//!     Change, EventFeed, EventKind, Metadata, NewSession, Session, SessionId, SessionStore, Timestamp,
+//! };
 //! use tether_persistence::{Database, Options};
 //!
 //! # let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -20,6 +24,7 @@
 //! let db = Database::connect(&url, Options::default()).await?;
 //!
 //! let id = SessionId::parse("doc-1")?;
+//! let at = Timestamp::from_secs(1_700_000_000);
 //! let session = Session::open(
 //!     NewSession {
 //!         session_id: id.clone(),
@@ -28,10 +33,12 @@
 //!         principal: None,
 //!         metadata: Metadata::default(),
 //!     },
-//!     Timestamp::from_secs(1_700_000_000),
+//!     at,
 //! )?;
-//! db.insert(&session).await?;
+//! // The change and its event, in one transaction.
+//! let recorded = db.insert(&session, Change { at, event: EventKind::Created }).await?;
 //! assert_eq!(db.get(&id).await?, Some(session));
+//! assert_eq!(db.events_after(0, 10).await?[0].seq, recorded.event.seq);
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! # Ok::<(), tether_domain::Error>(())
 //! # }).unwrap();
@@ -73,6 +80,7 @@ macro_rules! on_conn {
 pub mod admin;
 mod db;
 mod error;
+mod feed;
 mod models;
 mod schema;
 mod store;

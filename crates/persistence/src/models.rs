@@ -2,12 +2,12 @@
 
 use diesel::prelude::*;
 use tether_domain::{
-    DisconnectReason, Metadata, Session, SessionId, SessionParts, SessionStatus, Timestamp,
-    TokenHash, TokenState,
+    DisconnectReason, EventKind, Metadata, Session, SessionEvent, SessionId, SessionParts,
+    SessionStatus, StoredEvent, Timestamp, TokenHash, TokenState, UpdateType,
 };
 
 use crate::error::Error;
-use crate::schema::sessions;
+use crate::schema::{session_events, sessions};
 
 /// A `sessions` row.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -97,5 +97,71 @@ impl SessionRow {
             disconnected_at: self.disconnected_at.map(ts),
             metadata,
         }))
+    }
+}
+
+/// A `session_events` row to insert (the id is the database's).
+#[derive(Debug, Insertable)]
+#[diesel(table_name = session_events)]
+pub(crate) struct NewEventRow<'a> {
+    pub session_id: &'a str,
+    pub kind: &'static str,
+    pub update_type: Option<&'static str>,
+    pub at: i64,
+    pub status: &'static str,
+    pub client_type: &'a str,
+    pub reconnect_count: i64,
+    pub reason: Option<&'a str>,
+}
+
+impl<'a> NewEventRow<'a> {
+    pub(crate) fn from_event(e: &'a SessionEvent) -> Self {
+        Self {
+            session_id: e.session_id.as_str(),
+            kind: e.kind.as_str(),
+            update_type: e.kind.update_type().map(UpdateType::as_str),
+            at: e.at.as_micros(),
+            status: e.status.as_str(),
+            client_type: &e.client_type,
+            reconnect_count: i64::try_from(e.reconnect_count).unwrap_or(i64::MAX),
+            reason: e.reason.as_deref(),
+        }
+    }
+}
+
+/// A `session_events` row as read.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = session_events)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct EventRow {
+    pub seq: i64,
+    pub session_id: String,
+    pub kind: String,
+    pub update_type: Option<String>,
+    pub at: i64,
+    pub status: String,
+    pub client_type: String,
+    pub reconnect_count: i64,
+    pub reason: Option<String>,
+}
+
+impl EventRow {
+    pub(crate) fn into_stored(self) -> Result<StoredEvent, Error> {
+        let corrupt = |what: &str| Error::Corrupt(format!("{what} of event {}", self.seq));
+        Ok(StoredEvent {
+            seq: u64::try_from(self.seq).map_err(|_| corrupt("seq"))?,
+            event: SessionEvent {
+                kind: EventKind::parse(&self.kind, self.update_type.as_deref())
+                    .map_err(|_| corrupt("kind"))?,
+                session_id: SessionId::parse(&self.session_id)
+                    .map_err(|_| corrupt("session id"))?,
+                at: ts(self.at),
+                status: SessionStatus::parse(&self.status).map_err(|_| corrupt("status"))?,
+                client_type: self.client_type,
+                reconnect_count: u64::try_from(self.reconnect_count)
+                    .map_err(|_| corrupt("reconnect count"))?,
+                reason: self.reason,
+            },
+        })
     }
 }

@@ -48,3 +48,27 @@ diesel::table! {
         value -> Text,
     }
 }
+
+diesel::table! {
+    /// The outbox: one row per lifecycle event, written with its change.
+    session_events (seq) {
+        /// Position; increasing.
+        seq -> BigInt,
+        /// Session the event is about.
+        session_id -> Text,
+        /// `session_created`, `session_updated`, ...
+        kind -> Text,
+        /// For `session_updated`.
+        update_type -> Nullable<Text>,
+        /// Microseconds since the epoch.
+        at -> BigInt,
+        /// Session state after the change.
+        status -> Text,
+        /// Session client type.
+        client_type -> Text,
+        /// Session reconnect count after the change.
+        reconnect_count -> BigInt,
+        /// For `session_disconnected`.
+        reason -> Nullable<Text>,
+    }
+}

@@ -1,48 +1,128 @@
-//! The `SessionStore` port on SQL. Each state change is a single `UPDATE ... WHERE <rule> RETURNING`,
-//! the SQL twin of the `Session::can_*`/`should_*` rules and `apply_*` transitions in the domain; the
-//! contract suite in `tests/` runs the same cases here and on the in-memory store.
+//! The `SessionStore` port on SQL. Each state change is one transaction: a single
+//! `UPDATE ... WHERE <rule> RETURNING` (the SQL twin of the `Session::can_*`/`should_*` rules and
+//! `apply_*` transitions in the domain) plus the event's outbox row. The contract suite in `tests/`
+//! runs the same cases here and on the in-memory store.
 
 use async_trait::async_trait;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use tether_domain::{
-    DisconnectReason, Error as DomainError, ListQuery, Session, SessionId, SessionStatus,
-    SessionStore, StatusCounts, Timestamp, TokenHash,
+    Change, DisconnectReason, Error as DomainError, ListQuery, Recorded, Session, SessionEvent,
+    SessionId, SessionStatus, SessionStore, StatusCounts, StoredEvent, Timestamp, TokenHash,
 };
 
 use crate::db::Database;
 use crate::error::Error;
-use crate::models::SessionRow;
+use crate::models::{NewEventRow, SessionRow};
+use crate::schema::session_events;
 use crate::schema::sessions::{self, dsl as s};
 
 const DISCONNECTED: &str = "disconnected";
+
+/// Inside a transaction on `$conn`: turns the changed `$row` into the domain session, appends its
+/// event (made by the domain from the row after the change) to the outbox and yields the `Recorded`.
+macro_rules! record {
+    ($conn:ident, $row:expr, $change:expr) => {{
+        let session = $row.into_session()?;
+        let event = SessionEvent::of($change.event, &session, $change.at);
+        let seq: i64 = diesel::insert_into(session_events::table)
+            .values(NewEventRow::from_event(&event))
+            .returning(session_events::seq)
+            .get_result($conn)
+            .await?;
+        Recorded {
+            session,
+            event: StoredEvent {
+                seq: u64::try_from(seq).map_err(|_| Error::Corrupt("negative seq".into()))?,
+                event,
+            },
+        }
+    }};
+}
+
+/// One conditional `UPDATE ... RETURNING` of one session plus its outbox row, in a transaction.
+macro_rules! update_one {
+    ($db:expr, $id:expr, $filter:expr, $set:expr, $change:expr) => {{
+        let change = $change;
+        let out = on_conn!($db, conn => {
+            conn.transaction::<_, Error, _>(async |c| {
+                let row = diesel::update(sessions::table.find($id.as_str()).filter($filter))
+                    .set($set)
+                    .returning(SessionRow::as_returning())
+                    .get_result(c)
+                    .await
+                    .optional()?;
+                Ok(match row {
+                    Some(row) => Some(record!(c, row, change)),
+                    None => None,
+                })
+            })
+            .await?
+        })?;
+        if out.is_some() {
+            $db.events_written();
+        }
+        Ok(out)
+    }};
+}
+
+/// Like `update_one!` for every row the filter selects (the sweep).
+macro_rules! update_all {
+    ($db:expr, $filter:expr, $set:expr, $change:expr) => {{
+        let change = $change;
+        let out = on_conn!($db, conn => {
+            conn.transaction::<_, Error, _>(async |c| {
+                let rows = diesel::update(sessions::table.filter($filter))
+                    .set($set)
+                    .returning(SessionRow::as_returning())
+                    .get_results(c)
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    out.push(record!(c, row, change));
+                }
+                Ok(out)
+            })
+            .await?
+        })?;
+        if !out.is_empty() {
+            $db.events_written();
+        }
+        Ok(out)
+    }};
+}
 
 fn one(row: Option<SessionRow>) -> Result<Option<Session>, DomainError> {
     Ok(row.map(SessionRow::into_session).transpose()?)
 }
 
-fn many(rows: Vec<SessionRow>) -> Result<Vec<Session>, DomainError> {
-    Ok(rows
-        .into_iter()
-        .map(SessionRow::into_session)
-        .collect::<Result<_, _>>()?)
-}
-
 #[async_trait]
 impl SessionStore for Database {
-    async fn insert(&self, session: &Session) -> Result<(), DomainError> {
+    async fn insert(&self, session: &Session, change: Change) -> Result<Recorded, DomainError> {
         let row = SessionRow::from_session(session);
         let result = on_conn!(self, conn => {
-            diesel::insert_into(sessions::table).values(&row).execute(conn).await
+            conn.transaction::<_, Error, _>(async |c| {
+                let inserted: SessionRow = diesel::insert_into(sessions::table)
+                    .values(&row)
+                    .returning(SessionRow::as_returning())
+                    .get_result(c)
+                    .await?;
+                Ok(record!(c, inserted, change))
+            })
+            .await
         })?;
         match result {
-            Ok(_) => Ok(()),
-            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
-                Err(DomainError::AlreadyExists)
+            Ok(recorded) => {
+                self.events_written();
+                Ok(recorded)
             }
-            Err(e) => Err(Error::Query(e).into()),
+            Err(Error::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            ))) => Err(DomainError::AlreadyExists),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -77,7 +157,10 @@ impl SessionStore for Database {
                 .load(conn)
                 .await?
         })?;
-        many(rows)
+        Ok(rows
+            .into_iter()
+            .map(SessionRow::into_session)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn counts(&self) -> Result<StatusCounts, DomainError> {
@@ -101,44 +184,40 @@ impl SessionStore for Database {
         Ok(counts)
     }
 
-    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<Option<Session>, DomainError> {
-        let row = on_conn!(self, conn => {
-            diesel::update(sessions::table.find(id.as_str()).filter(s::status.ne(DISCONNECTED)))
-                .set((
-                    s::status.eq(SessionStatus::Active.as_str()),
-                    s::last_activity.eq(at.as_micros()),
-                    s::idle_since.eq(None::<i64>),
-                ))
-                .returning(SessionRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?
-        })?;
-        one(row)
+    async fn touch(&self, id: &SessionId, change: Change) -> Result<Option<Recorded>, DomainError> {
+        update_one!(
+            self,
+            id,
+            s::status.ne(DISCONNECTED),
+            (
+                s::status.eq(SessionStatus::Active.as_str()),
+                s::last_activity.eq(change.at.as_micros()),
+                s::idle_since.eq(None::<i64>),
+            ),
+            change
+        )
     }
 
     async fn disconnect(
         &self,
         id: &SessionId,
-        at: Timestamp,
         reason: &DisconnectReason,
-    ) -> Result<Option<Session>, DomainError> {
-        let row = on_conn!(self, conn => {
-            diesel::update(sessions::table.find(id.as_str()).filter(s::status.ne(DISCONNECTED)))
-                .set((
-                    s::status.eq(DISCONNECTED),
-                    s::disconnected_at.eq(at.as_micros()),
-                    s::disconnect_reason.eq(reason.as_str()),
-                    s::idle_since.eq(None::<i64>),
-                    s::token_hash.eq(None::<Vec<u8>>),
-                    s::token_expires_at.eq(None::<i64>),
-                ))
-                .returning(SessionRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?
-        })?;
-        one(row)
+        change: Change,
+    ) -> Result<Option<Recorded>, DomainError> {
+        update_one!(
+            self,
+            id,
+            s::status.ne(DISCONNECTED),
+            (
+                s::status.eq(DISCONNECTED),
+                s::disconnected_at.eq(change.at.as_micros()),
+                s::disconnect_reason.eq(reason.as_str()),
+                s::idle_since.eq(None::<i64>),
+                s::token_hash.eq(None::<Vec<u8>>),
+                s::token_expires_at.eq(None::<i64>),
+            ),
+            change
+        )
     }
 
     async fn set_token(
@@ -146,19 +225,18 @@ impl SessionStore for Database {
         id: &SessionId,
         hash: &TokenHash,
         expires_at: Timestamp,
-    ) -> Result<Option<Session>, DomainError> {
-        let row = on_conn!(self, conn => {
-            diesel::update(sessions::table.find(id.as_str()).filter(s::status.ne(DISCONNECTED)))
-                .set((
-                    s::token_hash.eq(hash.as_bytes().as_slice()),
-                    s::token_expires_at.eq(expires_at.as_micros()),
-                ))
-                .returning(SessionRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?
-        })?;
-        one(row)
+        change: Change,
+    ) -> Result<Option<Recorded>, DomainError> {
+        update_one!(
+            self,
+            id,
+            s::status.ne(DISCONNECTED),
+            (
+                s::token_hash.eq(hash.as_bytes().as_slice()),
+                s::token_expires_at.eq(expires_at.as_micros()),
+            ),
+            change
+        )
     }
 
     async fn consume_token(
@@ -167,21 +245,20 @@ impl SessionStore for Database {
         presented: &TokenHash,
         next: &TokenHash,
         next_expires_at: Timestamp,
-        at: Timestamp,
-    ) -> Result<Option<Session>, DomainError> {
-        let now = at.as_micros();
+        change: Change,
+    ) -> Result<Option<Recorded>, DomainError> {
+        let now = change.at.as_micros();
         // The compare-and-swap: only the row whose live hash is the presented one changes, so of N
         // concurrent attempts with one token exactly one gets a row back. `prev_token_hash` takes the
         // pre-update `token_hash` (SET expressions read the old row on both backends).
-        let row = on_conn!(self, conn => {
-            diesel::update(
-                sessions::table
-                    .find(id.as_str())
-                    .filter(s::status.ne(DISCONNECTED))
-                    .filter(s::token_hash.eq(presented.as_bytes().as_slice()))
-                    .filter(s::token_expires_at.gt(now)),
-            )
-            .set((
+        update_one!(
+            self,
+            id,
+            s::status
+                .ne(DISCONNECTED)
+                .and(s::token_hash.eq(presented.as_bytes().as_slice()))
+                .and(s::token_expires_at.gt(now)),
+            (
                 s::prev_token_hash.eq(s::token_hash),
                 s::token_hash.eq(next.as_bytes().as_slice()),
                 s::token_expires_at.eq(next_expires_at.as_micros()),
@@ -190,76 +267,66 @@ impl SessionStore for Database {
                 s::status.eq(SessionStatus::Active.as_str()),
                 s::last_activity.eq(now),
                 s::idle_since.eq(None::<i64>),
-            ))
-            .returning(SessionRow::as_returning())
-            .get_result(conn)
-            .await
-            .optional()?
-        })?;
-        one(row)
+            ),
+            change
+        )
     }
 
-    async fn revoke_token(&self, id: &SessionId) -> Result<Option<Session>, DomainError> {
-        let row = on_conn!(self, conn => {
-            diesel::update(sessions::table.find(id.as_str()).filter(s::status.ne(DISCONNECTED)))
-                .set((
-                    s::token_hash.eq(None::<Vec<u8>>),
-                    s::token_expires_at.eq(None::<i64>),
-                ))
-                .returning(SessionRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?
-        })?;
-        one(row)
+    async fn revoke_token(
+        &self,
+        id: &SessionId,
+        change: Change,
+    ) -> Result<Option<Recorded>, DomainError> {
+        update_one!(
+            self,
+            id,
+            s::status.ne(DISCONNECTED),
+            (
+                s::token_hash.eq(None::<Vec<u8>>),
+                s::token_expires_at.eq(None::<i64>),
+            ),
+            change
+        )
     }
 
     async fn mark_idle(
         &self,
         idle_before: Timestamp,
-        at: Timestamp,
-    ) -> Result<Vec<Session>, DomainError> {
-        let rows = on_conn!(self, conn => {
-            diesel::update(
-                sessions::table
-                    .filter(s::status.eq(SessionStatus::Active.as_str()))
-                    .filter(s::last_activity.le(idle_before.as_micros())),
-            )
-            .set((
+        change: Change,
+    ) -> Result<Vec<Recorded>, DomainError> {
+        update_all!(
+            self,
+            s::status
+                .eq(SessionStatus::Active.as_str())
+                .and(s::last_activity.le(idle_before.as_micros())),
+            (
                 s::status.eq(SessionStatus::Idle.as_str()),
-                s::idle_since.eq(at.as_micros()),
-            ))
-            .returning(SessionRow::as_returning())
-            .get_results(conn)
-            .await?
-        })?;
-        many(rows)
+                s::idle_since.eq(change.at.as_micros()),
+            ),
+            change
+        )
     }
 
     async fn reap(
         &self,
         reap_before: Timestamp,
-        at: Timestamp,
         reason: &DisconnectReason,
-    ) -> Result<Vec<Session>, DomainError> {
-        let rows = on_conn!(self, conn => {
-            diesel::update(
-                sessions::table
-                    .filter(s::status.ne(DISCONNECTED))
-                    .filter(s::last_activity.le(reap_before.as_micros())),
-            )
-            .set((
+        change: Change,
+    ) -> Result<Vec<Recorded>, DomainError> {
+        update_all!(
+            self,
+            s::status
+                .ne(DISCONNECTED)
+                .and(s::last_activity.le(reap_before.as_micros())),
+            (
                 s::status.eq(DISCONNECTED),
-                s::disconnected_at.eq(at.as_micros()),
+                s::disconnected_at.eq(change.at.as_micros()),
                 s::disconnect_reason.eq(reason.as_str()),
                 s::idle_since.eq(None::<i64>),
                 s::token_hash.eq(None::<Vec<u8>>),
                 s::token_expires_at.eq(None::<i64>),
-            ))
-            .returning(SessionRow::as_returning())
-            .get_results(conn)
-            .await?
-        })?;
-        many(rows)
+            ),
+            change
+        )
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_domain::{
-    Cursor, DisconnectReason, Error, InMemoryStore, ListQuery, Metadata, NewSession, Session,
-    SessionId, SessionStatus, SessionStore, Timestamp, TokenHash,
+    Change, Cursor, DisconnectReason, Error, EventKind, InMemoryStore, ListQuery, Metadata,
+    NewSession, Session, SessionId, SessionStatus, SessionStore, Timestamp, TokenHash, UpdateType,
 };
 
 use crate::support::TestDb;
@@ -20,6 +20,21 @@ fn at(secs: i64) -> Timestamp {
 fn id(s: &str) -> SessionId {
     SessionId::parse(s).unwrap()
 }
+
+fn ch(secs: i64, event: EventKind) -> Change {
+    Change {
+        at: at(secs),
+        event,
+    }
+}
+
+const CREATED: EventKind = EventKind::Created;
+const ACTIVITY: EventKind = EventKind::Updated(UpdateType::Activity);
+const IDLE: EventKind = EventKind::Updated(UpdateType::Idle);
+const ISSUED: EventKind = EventKind::Updated(UpdateType::TokenIssued);
+const RECONNECTED: EventKind = EventKind::Updated(UpdateType::Reconnected);
+const ENDED: EventKind = EventKind::Disconnected;
+const REUSED: EventKind = EventKind::TokenReused;
 
 fn h(n: u8) -> TokenHash {
     TokenHash::from_bytes([n; 32])
@@ -41,28 +56,52 @@ fn session(sid: &str, opened: i64) -> Session {
 
 async fn insert_get_and_duplicates(store: Arc<dyn SessionStore>) {
     let s = session("a", 0);
-    store.insert(&s).await.unwrap();
+    store.insert(&s, ch(0, CREATED)).await.unwrap();
     assert_eq!(store.get(&id("a")).await.unwrap(), Some(s.clone()));
-    assert!(matches!(store.insert(&s).await, Err(Error::AlreadyExists)));
+    assert!(matches!(
+        store.insert(&s, ch(0, CREATED)).await,
+        Err(Error::AlreadyExists)
+    ));
     assert_eq!(store.get(&id("missing")).await.unwrap(), None);
 }
 
 async fn touch_and_disconnect(store: Arc<dyn SessionStore>) {
-    store.insert(&session("a", 0)).await.unwrap();
-    store.set_token(&id("a"), &h(1), at(900)).await.unwrap();
-    assert_eq!(store.mark_idle(at(10), at(10)).await.unwrap().len(), 1);
-    let s = store.touch(&id("a"), at(20)).await.unwrap().unwrap();
+    store
+        .insert(&session("a", 0), ch(0, CREATED))
+        .await
+        .unwrap();
+    store
+        .set_token(&id("a"), &h(1), at(900), ch(0, ISSUED))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mark_idle(at(10), ch(10, IDLE)).await.unwrap().len(),
+        1
+    );
+    let s = store
+        .touch(&id("a"), ch(20, ACTIVITY))
+        .await
+        .unwrap()
+        .unwrap()
+        .session;
     assert_eq!(s.status(), SessionStatus::Active);
     assert_eq!(s.last_activity(), at(20));
     assert_eq!(s.idle_since(), None);
-    assert!(store.touch(&id("zz"), at(20)).await.unwrap().is_none());
+    assert!(
+        store
+            .touch(&id("zz"), ch(20, ACTIVITY))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let reason = DisconnectReason::parse("client_closed").unwrap();
     let s = store
-        .disconnect(&id("a"), at(30), &reason)
+        .disconnect(&id("a"), &reason, ch(30, ENDED))
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .session;
     assert_eq!(s.status(), SessionStatus::Disconnected);
     assert_eq!(s.disconnected_at(), Some(at(30)));
     assert_eq!(s.disconnect_reason(), Some(&reason));
@@ -73,15 +112,21 @@ async fn touch_and_disconnect(store: Arc<dyn SessionStore>) {
     );
     assert!(
         store
-            .disconnect(&id("a"), at(31), &reason)
+            .disconnect(&id("a"), &reason, ch(31, ENDED))
             .await
             .unwrap()
             .is_none()
     );
-    assert!(store.touch(&id("a"), at(32)).await.unwrap().is_none());
     assert!(
         store
-            .set_token(&id("a"), &h(2), at(999))
+            .touch(&id("a"), ch(32, ACTIVITY))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .set_token(&id("a"), &h(2), at(999), ch(0, ISSUED))
             .await
             .unwrap()
             .is_none()
@@ -90,13 +135,19 @@ async fn touch_and_disconnect(store: Arc<dyn SessionStore>) {
 }
 
 async fn consume_is_a_compare_and_swap(store: Arc<dyn SessionStore>) {
-    store.insert(&session("a", 0)).await.unwrap();
-    store.set_token(&id("a"), &h(1), at(900)).await.unwrap();
-    store.mark_idle(at(5), at(5)).await.unwrap();
+    store
+        .insert(&session("a", 0), ch(0, CREATED))
+        .await
+        .unwrap();
+    store
+        .set_token(&id("a"), &h(1), at(900), ch(0, ISSUED))
+        .await
+        .unwrap();
+    store.mark_idle(at(5), ch(5, IDLE)).await.unwrap();
 
     assert!(
         store
-            .consume_token(&id("a"), &h(9), &h(2), at(1900), at(10))
+            .consume_token(&id("a"), &h(9), &h(2), at(1900), ch(10, RECONNECTED))
             .await
             .unwrap()
             .is_none(),
@@ -104,7 +155,7 @@ async fn consume_is_a_compare_and_swap(store: Arc<dyn SessionStore>) {
     );
     assert!(
         store
-            .consume_token(&id("a"), &h(1), &h(2), at(1900), at(900))
+            .consume_token(&id("a"), &h(1), &h(2), at(1900), ch(900, RECONNECTED))
             .await
             .unwrap()
             .is_none(),
@@ -112,10 +163,11 @@ async fn consume_is_a_compare_and_swap(store: Arc<dyn SessionStore>) {
     );
 
     let s = store
-        .consume_token(&id("a"), &h(1), &h(2), at(1900), at(10))
+        .consume_token(&id("a"), &h(1), &h(2), at(1900), ch(10, RECONNECTED))
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .session;
     assert_eq!(s.reconnect_count(), 1);
     assert_eq!(s.status(), SessionStatus::Active, "idle -> active");
     assert_eq!(s.last_activity(), at(10));
@@ -125,14 +177,19 @@ async fn consume_is_a_compare_and_swap(store: Arc<dyn SessionStore>) {
     assert_eq!(s.token().rotated_at, Some(at(10)));
     assert!(
         store
-            .consume_token(&id("a"), &h(1), &h(3), at(1900), at(11))
+            .consume_token(&id("a"), &h(1), &h(3), at(1900), ch(11, RECONNECTED))
             .await
             .unwrap()
             .is_none(),
         "single use"
     );
 
-    let s = store.revoke_token(&id("a")).await.unwrap().unwrap();
+    let s = store
+        .revoke_token(&id("a"), ch(12, REUSED))
+        .await
+        .unwrap()
+        .unwrap()
+        .session;
     assert_eq!(s.token().hash, None);
     assert_eq!(
         s.token().previous_hash,
@@ -141,7 +198,7 @@ async fn consume_is_a_compare_and_swap(store: Arc<dyn SessionStore>) {
     );
     assert!(
         store
-            .consume_token(&id("a"), &h(2), &h(3), at(1900), at(12))
+            .consume_token(&id("a"), &h(2), &h(3), at(1900), ch(12, RECONNECTED))
             .await
             .unwrap()
             .is_none(),
@@ -159,8 +216,14 @@ async fn consume_is_a_compare_and_swap(store: Arc<dyn SessionStore>) {
 }
 
 async fn concurrent_consumes_give_one_winner(store: Arc<dyn SessionStore>) {
-    store.insert(&session("a", 0)).await.unwrap();
-    store.set_token(&id("a"), &h(1), at(900)).await.unwrap();
+    store
+        .insert(&session("a", 0), ch(0, CREATED))
+        .await
+        .unwrap();
+    store
+        .set_token(&id("a"), &h(1), at(900), ch(0, ISSUED))
+        .await
+        .unwrap();
     let barrier = Arc::new(tokio::sync::Barrier::new(64));
     let mut set = tokio::task::JoinSet::new();
     for n in 0..64u8 {
@@ -169,54 +232,77 @@ async fn concurrent_consumes_give_one_winner(store: Arc<dyn SessionStore>) {
         set.spawn(async move {
             barrier.wait().await;
             store
-                .consume_token(&id("a"), &h(1), &h(100 + n), at(1900), at(10))
+                .consume_token(&id("a"), &h(1), &h(100 + n), at(1900), ch(10, RECONNECTED))
                 .await
         });
     }
     let results = set.join_all().await;
-    let winners: Vec<Session> = results.into_iter().filter_map(|r| r.unwrap()).collect();
+    let winners: Vec<tether_domain::Recorded> =
+        results.into_iter().filter_map(|r| r.unwrap()).collect();
     assert_eq!(winners.len(), 1);
     let row = store.get(&id("a")).await.unwrap().unwrap();
     assert_eq!(row.reconnect_count(), 1);
-    assert_eq!(row.token().hash, winners[0].token().hash);
+    assert_eq!(row.token().hash, winners[0].session.token().hash);
 }
 
 async fn sweep_thresholds(store: Arc<dyn SessionStore>) {
-    store.insert(&session("old", 0)).await.unwrap();
-    store.insert(&session("mid", 100)).await.unwrap();
-    store.insert(&session("new", 200)).await.unwrap();
-    store.set_token(&id("old"), &h(1), at(5000)).await.unwrap();
+    store
+        .insert(&session("old", 0), ch(0, CREATED))
+        .await
+        .unwrap();
+    store
+        .insert(&session("mid", 100), ch(100, CREATED))
+        .await
+        .unwrap();
+    store
+        .insert(&session("new", 200), ch(200, CREATED))
+        .await
+        .unwrap();
+    store
+        .set_token(&id("old"), &h(1), at(5000), ch(0, ISSUED))
+        .await
+        .unwrap();
     let reason = DisconnectReason::idle_timeout();
 
-    let reaped = store.reap(at(0), at(300), &reason).await.unwrap();
+    let reaped = store.reap(at(0), &reason, ch(300, ENDED)).await.unwrap();
     assert_eq!(
-        reaped.iter().map(|s| s.id().as_str()).collect::<Vec<_>>(),
+        reaped
+            .iter()
+            .map(|r| r.session.id().as_str())
+            .collect::<Vec<_>>(),
         ["old"],
         "boundary is inclusive"
     );
-    assert_eq!(reaped[0].disconnect_reason(), Some(&reason));
-    assert!(reaped[0].token().hash.is_none());
+    assert_eq!(reaped[0].session.disconnect_reason(), Some(&reason));
+    assert!(reaped[0].session.token().hash.is_none());
 
-    let idled = store.mark_idle(at(100), at(300)).await.unwrap();
+    let idled = store.mark_idle(at(100), ch(300, IDLE)).await.unwrap();
     assert_eq!(
-        idled.iter().map(|s| s.id().as_str()).collect::<Vec<_>>(),
+        idled
+            .iter()
+            .map(|r| r.session.id().as_str())
+            .collect::<Vec<_>>(),
         ["mid"]
     );
-    assert_eq!(idled[0].idle_since(), Some(at(300)));
+    assert_eq!(idled[0].session.idle_since(), Some(at(300)));
     assert!(
-        store.mark_idle(at(100), at(301)).await.unwrap().is_empty(),
+        store
+            .mark_idle(at(100), ch(301, IDLE))
+            .await
+            .unwrap()
+            .is_empty(),
         "already idle"
     );
 
-    let reaped = store.reap(at(150), at(400), &reason).await.unwrap();
+    let reaped = store.reap(at(150), &reason, ch(400, ENDED)).await.unwrap();
     assert_eq!(reaped.len(), 1, "idle sessions are reaped too");
     assert!(
         store
-            .reap(at(10_000), at(10_000), &reason)
+            .reap(at(10_000), &reason, ch(10_000, ENDED))
             .await
             .unwrap()
             .iter()
-            .all(|s| s.id().as_str() == "new")
+            .all(|r| r.session.id().as_str() == "new")
     );
     let c = store.counts().await.unwrap();
     assert_eq!((c.active, c.idle, c.disconnected), (0, 0, 3));
@@ -224,10 +310,13 @@ async fn sweep_thresholds(store: Arc<dyn SessionStore>) {
 
 async fn list_order_paging_and_counts(store: Arc<dyn SessionStore>) {
     for (n, opened) in [("a", 0), ("b", 5), ("c", 5), ("d", 9)] {
-        store.insert(&session(n, opened)).await.unwrap();
+        store
+            .insert(&session(n, opened), ch(opened, CREATED))
+            .await
+            .unwrap();
     }
     store
-        .disconnect(&id("d"), at(10), &DisconnectReason::client_closed())
+        .disconnect(&id("d"), &DisconnectReason::client_closed(), ch(10, ENDED))
         .await
         .unwrap();
     let q = |status, limit, after| ListQuery {
@@ -306,8 +395,14 @@ contract!(
 
 async fn rows_survive_a_restart(db: TestDb) {
     let first = db.connect().await;
-    first.insert(&session("keep", 0)).await.unwrap();
-    first.set_token(&id("keep"), &h(7), at(900)).await.unwrap();
+    first
+        .insert(&session("keep", 0), ch(0, CREATED))
+        .await
+        .unwrap();
+    first
+        .set_token(&id("keep"), &h(7), at(900), ch(0, ISSUED))
+        .await
+        .unwrap();
     let secret = first
         .setting_or_insert("signing_secret", "one")
         .await

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod contract;
+mod outbox;
 mod reconnect;
 mod support;

@@ -1,0 +1,1 @@
+//! Live monitoring (under construction).
