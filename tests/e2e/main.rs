@@ -5,6 +5,7 @@
 
 mod outage;
 mod support;
+mod ws;
 
 use std::time::Duration;
 

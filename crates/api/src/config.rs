@@ -21,8 +21,38 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// `[sessions]`.
     pub sessions: SessionSettings,
+    /// `[ws]`.
+    pub ws: WsSettings,
+    /// `[events]`.
+    pub events: EventSettings,
     /// `[log]`.
     pub log: LogSettings,
+}
+
+/// `[ws]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSettings {
+    /// Comma-separated origins ("" = the service's own).
+    pub allowed_origins: String,
+    /// Health update period, ms.
+    pub health_interval_ms: u64,
+    /// Per-dashboard queue.
+    pub queue_capacity: usize,
+    /// Ping period, s.
+    pub ping_interval_secs: u64,
+    /// Ticket lifetime, s.
+    pub ticket_ttl_secs: u64,
+}
+
+/// `[events]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Longest retention, s.
+    pub retention_secs: u64,
+    /// Most events kept.
+    pub retention_count: u64,
 }
 
 /// `[server]`.
@@ -199,6 +229,23 @@ impl Settings {
         if !self.auth.api_key.is_empty() && self.auth.api_key.len() < 16 {
             return bad("auth.api_key (MCP_API_KEY) must be at least 16 characters");
         }
+        if self.ws.health_interval_ms == 0
+            || self.ws.queue_capacity == 0
+            || self.ws.ping_interval_secs == 0
+            || self.ws.ticket_ttl_secs == 0
+        {
+            return bad(
+                "ws.health_interval_ms, ws.queue_capacity, ws.ping_interval_secs and ws.ticket_ttl_secs must be at least 1",
+            );
+        }
+        if let Some(bad_origin) = self
+            .origins()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+        {
+            return Err(ConfigError(format!(
+                "ws.allowed_origins: {bad_origin:?} is not an origin like https://host[:port]"
+            )));
+        }
         if self.sessions.sweep_interval_secs == 0 {
             return bad("sessions.sweep_interval_secs must be at least 1");
         }
@@ -231,6 +278,15 @@ impl Settings {
     pub fn retired_secrets(&self) -> impl Iterator<Item = &str> {
         self.auth
             .retired_secrets
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The configured WebSocket origins, split.
+    pub fn origins(&self) -> impl Iterator<Item = &str> {
+        self.ws
+            .allowed_origins
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())

@@ -139,4 +139,22 @@ pub struct Health {
     pub backend: &'static str,
     /// Version of the binary.
     pub version: &'static str,
+    /// Dashboards connected to this instance.
+    pub dashboards: usize,
+}
+
+/// `POST /ws/ticket`.
+#[derive(Serialize)]
+pub struct WsTicket {
+    /// Single-use ticket for `?ticket=`.
+    pub ticket: String,
+    /// Its lifetime.
+    pub expires_in_seconds: u64,
+}
+
+/// The query of `GET /ws/sessions` (other parameters, such as `since`, are read by the hub).
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    /// A ticket from `POST /ws/ticket`.
+    pub ticket: Option<String>,
 }

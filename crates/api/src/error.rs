@@ -30,6 +30,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such route")]
     NoRoute,
+    /// A browser page from an origin that is not allowed.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
 }
 
 /// `{"success": false, "code", "detail"}`, in that order (a struct, since `json!` sorts keys).
@@ -91,6 +94,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::OriginNotAllowed => StatusCode::FORBIDDEN,
         }
     }
 
@@ -136,6 +140,11 @@ impl ResponseError for ApiError {
             Self::Unauthorized => body(status, "unauthorized", "Missing or invalid API key"),
             Self::PayloadTooLarge(_) => body(status, "payload_too_large", &self.to_string()),
             Self::NoRoute => body(status, "not_found", "No such route"),
+            Self::OriginNotAllowed => body(
+                status,
+                "origin_not_allowed",
+                "This Origin may not open the dashboard stream (see ws.allowed_origins)",
+            ),
         }
     }
 }

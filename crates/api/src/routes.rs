@@ -1,7 +1,7 @@
 //! The HTTP routes under `/api/mcp`. Handlers translate between the wire and the domain and nothing
 //! more: rules live in `SessionManager`, and events are emitted there, never here.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use tether_domain::{
     DisconnectReason, Error as DomainError, ListQuery, Metadata, NewSession, SessionId,
     SessionStatus, SessionView,
@@ -26,7 +26,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/sessions/{id}/activity", web::post().to(activity))
             .route("/sessions/{id}/token", web::get().to(token))
             .route("/sessions/{id}/token", web::post().to(token))
-            .route("/sessions/{id}/reconnect", web::post().to(reconnect)),
+            .route("/sessions/{id}/reconnect", web::post().to(reconnect))
+            .route("/ws/ticket", web::post().to(ws_ticket))
+            .route("/ws/sessions", web::get().to(ws_sessions)),
     );
 }
 
@@ -62,6 +64,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         database,
         backend,
         version: env!("CARGO_PKG_VERSION"),
+        dashboards: state.hub.stats().connections,
     })
 }
 
@@ -176,4 +179,42 @@ async fn reconnect(state: web::Data<AppState>, id: web::Path<String>, body: web:
         reconnect_token: done.token.token.expose().to_owned(),
         expires_in_minutes: state.expires_in_minutes,
     }))
+}
+
+/// A single-use ticket that lets a browser (which cannot set headers on a WebSocket) open the stream.
+async fn ws_ticket(_: Authorized, state: web::Data<AppState>) -> Reply {
+    let ticket = state
+        .tickets
+        .mint()
+        .map_err(|e| ApiError::Domain(DomainError::Internal(Box::new(e))))?;
+    let now = tether_domain::Clock::now(&tether_domain::SystemClock);
+    Ok(HttpResponse::Ok().json(dto::WsTicket {
+        ticket: ticket.as_str().to_owned(),
+        expires_in_seconds: ticket.expires_at().since(now).as_secs_f64().round() as u64,
+    }))
+}
+
+/// The dashboard stream. Everything is checked before the upgrade, so a refusal is a plain 401/403
+/// and never a 101: the Origin (browsers), then the API key or a ticket.
+async fn ws_sessions(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Reply {
+    if !tether_realtime::origin_allowed(&req, &state.allowed_origins) {
+        return Err(ApiError::OriginNotAllowed);
+    }
+    let by_key = crate::state::bearer(&req).is_some_and(|k| state.api_key.matches(k));
+    if !by_key {
+        let ticket = web::Query::<dto::WsQuery>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.into_inner().ticket);
+        // A ticket is consumed only by a request that is otherwise acceptable.
+        if !ticket.is_some_and(|t| state.tickets.redeem(&t)) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    let since =
+        tether_realtime::resume_point(&req).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    state
+        .hub
+        .connect(&req, body, since)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))
 }

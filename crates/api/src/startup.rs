@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tether_auth::{Authority, Keyring, Secret};
-use tether_domain::{Clock, EventSink, SessionManager, StoredEvent, SystemClock};
+use tether_domain::{
+    Clock, EventFeed, EventSink, NoEvents, SessionManager, Sinks, StoredEvent, SystemClock,
+    TokenAuthority,
+};
 use tether_persistence::{Database, Options};
+use tether_realtime::{Hub, RealtimeConfig, Tickets};
 
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -31,6 +35,9 @@ pub enum StartError {
     /// The signing keys.
     #[error("signing keys: {0}")]
     Keys(#[from] tether_auth::Error),
+    /// The dashboards' hub.
+    #[error("live monitoring: {0}")]
+    Realtime(#[from] tether_realtime::Error),
     /// The listener.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -65,6 +72,30 @@ pub struct Application {
     addr: SocketAddr,
     generated_api_key: Option<String>,
     sweeper: tokio::task::JoinHandle<()>,
+    hub: Hub,
+}
+
+fn realtime_config(settings: &Settings) -> RealtimeConfig {
+    RealtimeConfig {
+        queue_capacity: settings.ws.queue_capacity,
+        health_interval: Duration::from_millis(settings.ws.health_interval_ms),
+        ping_interval: Duration::from_secs(settings.ws.ping_interval_secs),
+        ticket_ttl: Duration::from_secs(settings.ws.ticket_ttl_secs),
+        ..RealtimeConfig::default()
+    }
+}
+
+/// The configured origins, or the service's own: what a page served from this address would send.
+fn allowed_origins(settings: &Settings, addr: SocketAddr) -> Vec<String> {
+    let configured: Vec<String> = settings.origins().map(str::to_owned).collect();
+    if !configured.is_empty() {
+        return configured;
+    }
+    let mut own = vec![format!("http://{addr}")];
+    if addr.ip().is_loopback() {
+        own.push(format!("http://localhost:{}", addr.port()));
+    }
+    own
 }
 
 fn random_hex(bytes: usize) -> Result<String, StartError> {
@@ -111,23 +142,38 @@ impl Application {
                 clock.now().plus(lifetime),
             )?;
         }
-        let authority = Authority::new(
+        let authority: Arc<dyn TokenAuthority> = Arc::new(Authority::new(
             keyring,
             settings.auth.issuer.clone(),
             settings.auth.audience.clone(),
             lifetime,
-        )?;
+        )?);
         let policy = settings
             .policy()
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let manager = SessionManager::new(
+        let config_error = |e: tether_domain::Error| StartError::Config(e.to_string());
+
+        // The hub reads sessions for its health summary through a manager of its own (which emits
+        // nothing); the writing manager tells the hub of each commit through its sink.
+        let reader = SessionManager::new(
             Arc::new(db.clone()),
-            Arc::new(authority),
-            Arc::new(LogEvents),
-            clock,
+            authority.clone(),
+            Arc::new(NoEvents),
+            clock.clone(),
             policy,
         )
-        .map_err(|e| StartError::Config(e.to_string()))?;
+        .map_err(config_error)?;
+        let feed: Arc<dyn EventFeed> = Arc::new(db.clone());
+        let hub = Hub::start(feed, reader, clock.clone(), realtime_config(&settings)).await?;
+        let sinks = Sinks(vec![Arc::new(LogEvents), Arc::new(hub.clone())]);
+        let manager = SessionManager::new(
+            Arc::new(db.clone()),
+            authority,
+            Arc::new(sinks),
+            clock.clone(),
+            policy,
+        )
+        .map_err(config_error)?;
 
         let (api_key, generated_api_key) = if settings.auth.api_key.is_empty() {
             let key = random_hex(24)?;
@@ -135,13 +181,6 @@ impl Application {
         } else {
             (ApiKey::new(settings.auth.api_key.clone()), None)
         };
-
-        let state = web::Data::new(AppState {
-            manager: manager.clone(),
-            db,
-            api_key,
-            expires_in_minutes: settings.auth.token_expiry_minutes,
-        });
 
         let listener =
             TcpListener::bind(&settings.server.bind).map_err(|source| StartError::Bind {
@@ -152,6 +191,16 @@ impl Application {
             addr: settings.server.bind.clone(),
             source,
         })?;
+
+        let state = web::Data::new(AppState {
+            manager: manager.clone(),
+            db: db.clone(),
+            api_key,
+            expires_in_minutes: settings.auth.token_expiry_minutes,
+            hub: hub.clone(),
+            tickets: Tickets::new(clock, Duration::from_secs(settings.ws.ticket_ttl_secs)),
+            allowed_origins: allowed_origins(&settings, addr),
+        });
 
         let mut server = HttpServer::new(move || {
             App::new()
@@ -191,16 +240,14 @@ impl Application {
         }
         let server = server.run();
 
-        let sweeper = tokio::spawn(sweep_forever(
-            manager,
-            Duration::from_secs(settings.sessions.sweep_interval_secs),
-        ));
+        let sweeper = tokio::spawn(sweep_forever(manager, db, settings.clone()));
 
         Ok(Self {
             server,
             addr,
             generated_api_key,
             sweeper,
+            hub,
         })
     }
 
@@ -221,13 +268,16 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.sweeper.abort();
+        self.hub.shutdown().await;
         result
     }
 }
 
-/// Runs the idle/reap sweep every `every`. Errors are logged and the next tick tries again: a database
-/// outage must not end the sweeper.
-async fn sweep_forever(manager: SessionManager, every: Duration) {
+/// Runs the idle/reap sweep and the outbox pruning every `sessions.sweep_interval_secs`. Errors are
+/// logged and the next tick tries again: a database outage must not end the sweeper.
+async fn sweep_forever(manager: SessionManager, db: Database, settings: Settings) {
+    let every = Duration::from_secs(settings.sessions.sweep_interval_secs);
+    let retention = Duration::from_secs(settings.events.retention_secs);
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -238,6 +288,15 @@ async fn sweep_forever(manager: SessionManager, every: Duration) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next tick"),
+        }
+        let now = SystemClock.now();
+        match db
+            .prune_events(retention, settings.events.retention_count, now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "outbox pruned"),
+            Err(e) => tracing::warn!(error = %e, "outbox pruning failed; retrying next tick"),
         }
     }
 }

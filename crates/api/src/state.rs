@@ -5,6 +5,7 @@ use std::future::{Ready, ready};
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use tether_domain::SessionManager;
 use tether_persistence::Database;
+use tether_realtime::{Hub, Tickets};
 
 use crate::error::ApiError;
 
@@ -18,6 +19,12 @@ pub struct AppState {
     pub api_key: ApiKey,
     /// Token lifetime in minutes, as the responses report it.
     pub expires_in_minutes: u64,
+    /// The dashboards' hub.
+    pub hub: Hub,
+    /// Single-use WebSocket tickets for browsers.
+    pub tickets: Tickets,
+    /// Origins allowed to open the dashboard WebSocket.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The management API key; its `Debug` is redacted.
@@ -50,7 +57,8 @@ impl std::fmt::Debug for ApiKey {
 /// unauthenticated request is refused before its body is read.
 pub struct Authorized;
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
+/// The bearer credential of a request, if any.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

@@ -1,1 +1,93 @@
-//! Live monitoring (under construction).
+//! Tether's live monitoring: dashboards subscribe over WebSocket and see sessions appear, change and
+//! end in real time, plus a periodic health summary, and resume the stream without losing events.
+//!
+//! - [`Hub`]: one task (the pump) reads the event outbox through the [`EventFeed`](tether_domain::EventFeed) port, strictly in
+//!   `seq` order, and pushes each message, serialized once, into every connection's bounded queue. It
+//!   never waits for a dashboard; one that cannot keep up is closed with 1013 `slow_consumer`. The hub
+//!   is also the writing [`SessionManager`](tether_domain::SessionManager)'s [`EventSink`](tether_domain::EventSink): a local commit
+//!   wakes it, and the feed's own wake-up (PostgreSQL `NOTIFY`) brings other instances' events.
+//! - [`Hub::connect`]: the WebSocket itself (actix-ws), with replay from `since`, pings, and a cap on
+//!   inbound frames. Authentication is the caller's job, done before the upgrade.
+//! - [`resume_point`], [`origin_allowed`], [`Tickets`]: what the `api` crate checks at the handshake.
+//!
+//! This crate knows neither HTTP status codes nor configuration files: `api` maps [`Error`] and fills
+//! [`RealtimeConfig`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+//! use tether_domain::*;
+//! use tether_realtime::{Hub, RealtimeConfig, origin_allowed, resume_point};
+//!
+//! # struct NoTokens;
+//! # impl TokenAuthority for NoTokens {
+//! #     fn lifetime(&self) -> Duration { Duration::from_secs(900) }
+//! #     fn mint(&self, _: &SessionId, _: Timestamp) -> Result<IssuedToken, Error> {
+//! #         Err(Error::Internal("no tokens in this example".into()))
+//! #     }
+//! #     fn rotate(&self, _: &VerifiedToken, _: Timestamp) -> Result<IssuedToken, Error> {
+//! #         Err(Error::Internal("no tokens in this example".into()))
+//! #     }
+//! #     fn verify(&self, _: &str, _: Timestamp) -> Result<VerifiedToken, Error> {
+//! #         Err(Error::Reconnect(ResultCode::InvalidToken))
+//! #     }
+//! # }
+//! async fn dashboard(
+//!     req: HttpRequest,
+//!     body: web::Payload,
+//!     hub: web::Data<Hub>,
+//! ) -> actix_web::Result<HttpResponse> {
+//!     // The api authenticates (API key or ticket) and answers 401/403/400 itself.
+//!     if !origin_allowed(&req, &["http://127.0.0.1:8181".to_owned()]) {
+//!         return Ok(HttpResponse::Forbidden().finish());
+//!     }
+//!     let Ok(since) = resume_point(&req) else {
+//!         return Ok(HttpResponse::BadRequest().finish());
+//!     };
+//!     hub.connect(&req, body, since).await
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let store = Arc::new(InMemoryStore::new()); // tether_persistence in the service
+//!     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+//!     let tokens = Arc::new(NoTokens);
+//!     // The hub only reads sessions (for health_update) ...
+//!     let reader = SessionManager::new(
+//!         store.clone(), tokens.clone(), Arc::new(NoEvents), clock.clone(), Policy::defaults(),
+//!     )?;
+//!     let hub = Hub::start(store.clone(), reader, clock.clone(), RealtimeConfig::default()).await?;
+//!     // ... and the manager that writes wakes it after each commit.
+//!     let _manager = SessionManager::new(
+//!         store, tokens, Arc::new(hub.clone()), clock, Policy::defaults(),
+//!     )?;
+//!
+//!     let data = web::Data::new(hub.clone());
+//!     HttpServer::new(move || {
+//!         App::new()
+//!             .app_data(data.clone())
+//!             .route("/api/mcp/ws/sessions", web::get().to(dashboard))
+//!     })
+//!     .bind(("127.0.0.1", 8181))?
+//!     .run()
+//!     .await?;
+//!     hub.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+
+mod config;
+mod connection;
+mod error;
+mod hub;
+mod message;
+mod request;
+mod sequencer;
+mod tickets;
+
+pub use config::RealtimeConfig;
+pub use error::Error;
+pub use hub::{Hub, HubStats};
+pub use request::{origin_allowed, resume_point};
+pub use tickets::{MAX_OUTSTANDING_TICKETS, Ticket, Tickets};

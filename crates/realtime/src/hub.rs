@@ -1,0 +1,491 @@
+//! The hub: one task (the pump) owns the registry of connections and the delivery position; `Hub` is
+//! a cheap cloneable handle that talks to it over a bounded command channel (the actix
+//! `chat-actorless` shape).
+//!
+//! The pump never awaits a client. Each message is serialized once and pushed with `try_send` into
+//! every connection's bounded queue; a full queue means that dashboard cannot keep up, and it is
+//! removed and told to close (1013 `slow_consumer`) rather than allowed to slow the others down. This
+//! is the same trade as mini-redis's broadcast channel, with "lagged" turned into "disconnected": a
+//! dashboard that missed events resumes with `since=` and gets them from the outbox.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::CloseCode;
+use tether_domain::{
+    Clock, EventFeed, EventSink, ListQuery, SessionManager, SessionView, StoredEvent,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
+
+use crate::config::RealtimeConfig;
+use crate::connection;
+use crate::error::{Error, chain};
+use crate::message::{self, Text};
+use crate::sequencer::Sequencer;
+
+/// Rows read from the feed per query, by the pump and by a replay.
+pub(crate) const PAGE: u32 = 500;
+/// Sessions listed in a `health_update`.
+const HEALTH_SESSIONS: u32 = 50;
+/// Registry commands waiting for the pump. Small: the pump answers each without awaiting anything.
+const COMMAND_CAPACITY: usize = 64;
+
+/// Why the pump tells a connection to close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Kill {
+    pub(crate) code: CloseCode,
+    pub(crate) reason: &'static str,
+}
+
+impl Kill {
+    /// Its queue overflowed.
+    pub(crate) const SLOW_CONSUMER: Kill = Kill {
+        code: CloseCode::Again,
+        reason: "slow_consumer",
+    };
+    /// The hub is stopping.
+    pub(crate) const SHUTDOWN: Kill = Kill {
+        code: CloseCode::Away,
+        reason: "server_shutdown",
+    };
+}
+
+/// One registered consumer, as its owner sees it: what the pump pushes, and the kill signal.
+/// Dropping it deregisters.
+pub(crate) struct Subscription {
+    /// The registry key.
+    id: u64,
+    /// The pump's `delivered` at registration: every later event (`seq > position`) goes to `queue`.
+    pub(crate) position: u64,
+    /// Serialized messages, in order.
+    pub(crate) queue: mpsc::Receiver<Text>,
+    /// Fires (once) when the pump removes this consumer.
+    pub(crate) kill: oneshot::Receiver<Kill>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Best effort without awaiting: should the channel be full, the pump still drops the entry
+        // at its next push, which finds the queue closed.
+        let _ = self.commands.try_send(Command::Deregister { id: self.id });
+    }
+}
+
+enum Command {
+    Register {
+        queue: mpsc::Sender<Text>,
+        kill: oneshot::Sender<Kill>,
+        reply: oneshot::Sender<(u64, u64)>,
+    },
+    Deregister {
+        id: u64,
+    },
+}
+
+/// What the handle and the pump share without a lock.
+#[derive(Default)]
+struct Signals {
+    /// Set by `EventSink::publish`: an event committed in this process.
+    wake: Notify,
+    shutdown: Notify,
+    connections: AtomicUsize,
+    delivered: AtomicU64,
+}
+
+/// A snapshot of the hub, for health pages, tests and benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HubStats {
+    /// Registered connections.
+    pub connections: usize,
+    /// The last `seq` delivered to live connections.
+    pub delivered: u64,
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    signals: Arc<Signals>,
+    feed: Arc<dyn EventFeed>,
+    clock: Arc<dyn Clock>,
+    config: RealtimeConfig,
+    pump: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Handle to the event hub: fans events and health summaries out to WebSocket dashboards.
+///
+/// Cloning is cheap (one `Arc`). It is also the [`EventSink`] to give the writing
+/// [`SessionManager`]: `publish` only wakes the pump, which then reads the outbox, so an event
+/// reaches dashboards through one ordered path whether it was written here or by another instance.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("stats", &self.stats())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Starts the pump at the feed's current end, so that a new hub does not replay history to live
+    /// dashboards (a dashboard that wants history asks with `since`).
+    ///
+    /// `manager` is only read, for the health summary (`list` and `counts`), so it may be one built
+    /// with [`NoEvents`](tether_domain::NoEvents); the manager that *writes* should have this hub
+    /// (or a [`Sinks`](tether_domain::Sinks) containing it) as its sink. That manager cannot be the
+    /// one passed here, since it needs the hub to be built.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`], [`Error::NoRuntime`] outside a tokio runtime, [`Error::Feed`] when the
+    /// feed's position cannot be read.
+    pub async fn start(
+        feed: Arc<dyn EventFeed>,
+        manager: SessionManager,
+        clock: Arc<dyn Clock>,
+        config: RealtimeConfig,
+    ) -> Result<Hub, Error> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let delivered = feed.last_seq().await.map_err(Error::Feed)?;
+        let signals = Arc::new(Signals::default());
+        signals.delivered.store(delivered, Ordering::Relaxed);
+        let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
+        let pump = Pump {
+            feed: Arc::clone(&feed),
+            manager,
+            clock: Arc::clone(&clock),
+            config,
+            signals: Arc::clone(&signals),
+            sequencer: Sequencer::new(delivered, config.gap_timeout),
+            connections: HashMap::new(),
+            next_id: 0,
+        };
+        let task = runtime.spawn(pump.run(receiver));
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                commands,
+                signals,
+                feed,
+                clock,
+                config,
+                pump: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// Upgrades an (already authenticated) request to a WebSocket and serves it: replay from `since`
+    /// if given (see [`resume_point`](crate::resume_point)), then live events and health updates.
+    ///
+    /// The connection is registered before the upgrade response is returned, so every event
+    /// delivered after the client saw the upgrade reaches it. If the hub has stopped, the upgrade
+    /// still succeeds and the socket is closed at once with 1001 `server_shutdown`.
+    ///
+    /// # Errors
+    /// The handshake's error when the request is not a valid WebSocket upgrade.
+    pub async fn connect(
+        &self,
+        req: &HttpRequest,
+        body: web::Payload,
+        since: Option<u64>,
+    ) -> Result<HttpResponse, actix_web::Error> {
+        let (response, session, stream) = actix_ws::handle(req, body)?;
+        let stream = stream.max_frame_size(self.inner.config.max_frame);
+        let subscription = self.subscribe().await;
+        // The message stream is not `Send`: it runs on this worker's local task set.
+        actix_web::rt::spawn(connection::run(
+            self.clone(),
+            session,
+            stream,
+            subscription,
+            since,
+        ));
+        Ok(response)
+    }
+
+    /// Connections registered right now, and the delivery position.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            connections: self.inner.signals.connections.load(Ordering::Relaxed),
+            delivered: self.inner.signals.delivered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the pump: every connection is closed with 1001 `server_shutdown`, and later connections
+    /// are closed the same way. Returns once the pump has ended. Idempotent.
+    ///
+    /// Without it the pump runs as long as a handle or a connection exists; since the writing
+    /// manager holds the hub as its sink, that is usually the life of the process.
+    pub async fn shutdown(&self) {
+        self.inner.signals.shutdown.notify_one();
+        let task = self
+            .inner
+            .pump
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the event hub's task ended abnormally");
+        }
+    }
+
+    /// Registers a consumer with the pump.
+    pub(crate) async fn subscribe(&self) -> Result<Subscription, Error> {
+        let (queue_tx, queue) = mpsc::channel(self.inner.config.queue_capacity);
+        let (kill_tx, kill) = oneshot::channel();
+        let (reply_tx, reply) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Register {
+                queue: queue_tx,
+                kill: kill_tx,
+                reply: reply_tx,
+            })
+            .await
+            .map_err(|_| Error::HubStopped)?;
+        let (id, position) = reply.await.map_err(|_| Error::HubStopped)?;
+        Ok(Subscription {
+            id,
+            position,
+            queue,
+            kill,
+            commands: self.inner.commands.clone(),
+        })
+    }
+
+    pub(crate) fn feed(&self) -> &Arc<dyn EventFeed> {
+        &self.inner.feed
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub(crate) fn config(&self) -> &RealtimeConfig {
+        &self.inner.config
+    }
+}
+
+impl EventSink for Hub {
+    fn publish(&self, _event: &StoredEvent) {
+        // The event is read back from the outbox, not taken from here: one ordered path for local and
+        // remote events, and the pump's position stays the outbox's. `notify_one` keeps a permit if
+        // the pump is busy, so no wake-up is lost.
+        self.inner.signals.wake.notify_one();
+    }
+}
+
+/// A registered connection, as the pump sees it.
+struct Entry {
+    queue: mpsc::Sender<Text>,
+    kill: oneshot::Sender<Kill>,
+}
+
+/// The task that owns the registry and the delivery position.
+struct Pump {
+    feed: Arc<dyn EventFeed>,
+    manager: SessionManager,
+    clock: Arc<dyn Clock>,
+    config: RealtimeConfig,
+    signals: Arc<Signals>,
+    sequencer: Sequencer,
+    connections: HashMap<u64, Entry>,
+    next_id: u64,
+}
+
+impl Pump {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let feed = Arc::clone(&self.feed);
+        let signals = Arc::clone(&self.signals);
+        // Kept across iterations and renewed only when it fires, so a write between two waits is
+        // never missed (a fresh waiter would start after it).
+        let mut feed_wait = feed.wait_for_events();
+        let mut poll = interval(self.config.poll_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let period = self.config.health_interval;
+        let mut health = interval_at(Instant::now() + period, period);
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+        loop {
+            let gap = self.sequencer.gap_deadline();
+            // Biased: registry commands before deliveries, so a registration is answered promptly
+            // and a closing connection stops receiving.
+            tokio::select! {
+                biased;
+                () = signals.shutdown.notified() => break,
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command).await,
+                    // Every handle and subscription is gone: nobody to serve.
+                    None => break,
+                },
+                () = &mut feed_wait => {
+                    feed_wait = feed.wait_for_events();
+                    self.pull().await;
+                }
+                () = signals.wake.notified() => self.pull().await,
+                () = until(gap) => self.pull().await,
+                _ = poll.tick() => self.pull().await,
+                _ = health.tick() => {
+                    self.pull().await;
+                    self.health().await;
+                }
+            }
+        }
+        self.remove_all(Kill::SHUTDOWN);
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Register { queue, kill, reply } => {
+                // Catch up first, so the position handed out is the outbox's as far as it can be
+                // read now: a resuming client is then judged against the freshest position.
+                self.pull().await;
+                let id = self.next_id;
+                self.next_id += 1;
+                // In the registry (and counted) before the caller hears back; kept only if the caller
+                // still waits, since otherwise nobody would drain the queue.
+                self.connections.insert(id, Entry { queue, kill });
+                if reply.send((id, self.sequencer.delivered())).is_err() {
+                    self.connections.remove(&id);
+                }
+            }
+            Command::Deregister { id } => {
+                self.connections.remove(&id);
+            }
+        }
+        self.count();
+    }
+
+    /// Reads the feed from the delivery position until it is exhausted or a hole stops it.
+    async fn pull(&mut self) {
+        loop {
+            let page = match self
+                .feed
+                .events_after(self.sequencer.delivered(), PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    // Retried at the next wake-up or poll; the position has not moved.
+                    tracing::warn!(error = %chain(&e), "could not read the event feed");
+                    return;
+                }
+            };
+            let more = page.len() >= PAGE as usize;
+            let admitted = self.sequencer.admit(page, Instant::now());
+            for event in &admitted.ready {
+                match message::event(event) {
+                    Ok(text) => self.broadcast(&text),
+                    Err(e) => {
+                        tracing::error!(seq = event.seq, error = %e, "could not serialize an event")
+                    }
+                }
+            }
+            self.signals
+                .delivered
+                .store(self.sequencer.delivered(), Ordering::Relaxed);
+            if admitted.blocked {
+                if self.skip_pruned().await {
+                    continue;
+                }
+                return;
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// A hole that pruning made will never fill: skip it now rather than after `gap_timeout`.
+    /// Returns whether the position moved.
+    async fn skip_pruned(&mut self) -> bool {
+        match self.feed.pruned_through().await {
+            Ok(pruned) => self.sequencer.skip_through(pruned),
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "could not read the feed's pruning point");
+                false
+            }
+        }
+    }
+
+    /// One summary per tick for every connection: two queries, one serialization.
+    async fn health(&mut self) {
+        if self.connections.is_empty() {
+            return;
+        }
+        let query = ListQuery {
+            status: None,
+            limit: HEALTH_SESSIONS,
+            after: None,
+        };
+        let (page, counts) = match (self.manager.list(query).await, self.manager.counts().await) {
+            (Ok(page), Ok(counts)) => (page, counts),
+            (Err(e), _) | (_, Err(e)) => {
+                // A missed summary is harmless; the next tick tries again.
+                tracing::warn!(error = %chain(&e), "health_update skipped: sessions could not be read");
+                return;
+            }
+        };
+        let views: Vec<SessionView> = page.sessions.iter().map(SessionView::from).collect();
+        match message::health(self.sequencer.delivered(), self.clock.now(), &views, counts) {
+            Ok(text) => self.broadcast(&text),
+            Err(e) => tracing::error!(error = %e, "could not serialize a health_update"),
+        }
+    }
+
+    /// Pushes one message to every queue without waiting; drops consumers that cannot take it.
+    fn broadcast(&mut self, text: &Text) {
+        let mut gone = Vec::new();
+        for (id, entry) in &self.connections {
+            match entry.queue.try_send(Arc::clone(text)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => gone.push((*id, true)),
+                Err(mpsc::error::TrySendError::Closed(_)) => gone.push((*id, false)),
+            }
+        }
+        for (id, slow) in gone {
+            if let Some(entry) = self.connections.remove(&id)
+                && slow
+            {
+                tracing::info!(connection = id, "closing a dashboard that cannot keep up");
+                let _ = entry.kill.send(Kill::SLOW_CONSUMER);
+            }
+        }
+        self.count();
+    }
+
+    fn remove_all(&mut self, kill: Kill) {
+        for (_, entry) in self.connections.drain() {
+            let _ = entry.kill.send(kill);
+        }
+        self.count();
+    }
+
+    fn count(&self) {
+        self.signals
+            .connections
+            .store(self.connections.len(), Ordering::Relaxed);
+    }
+}
+
+/// Resolves at `deadline`, or never.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;

@@ -1,0 +1,200 @@
+//! The pump's registry and delivery, without sockets: consumers are bare subscriptions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_domain::*;
+use tokio::time::timeout;
+
+use super::*;
+
+struct NoTokens;
+
+impl TokenAuthority for NoTokens {
+    fn lifetime(&self) -> Duration {
+        Policy::defaults().token_lifetime()
+    }
+    fn mint(&self, _: &SessionId, _: Timestamp) -> Result<IssuedToken, tether_domain::Error> {
+        Err(tether_domain::Error::Internal("no tokens here".into()))
+    }
+    fn rotate(&self, _: &VerifiedToken, _: Timestamp) -> Result<IssuedToken, tether_domain::Error> {
+        Err(tether_domain::Error::Internal("no tokens here".into()))
+    }
+    fn verify(&self, _: &str, _: Timestamp) -> Result<VerifiedToken, tether_domain::Error> {
+        Err(tether_domain::Error::Reconnect(ResultCode::InvalidToken))
+    }
+}
+
+struct World {
+    hub: Hub,
+    manager: SessionManager,
+}
+
+async fn world(config: RealtimeConfig) -> World {
+    let store = Arc::new(InMemoryStore::new());
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_secs(1_700_000_000)));
+    let manager = |sink: Arc<dyn EventSink>| {
+        SessionManager::new(
+            store.clone(),
+            Arc::new(NoTokens),
+            sink,
+            clock.clone(),
+            Policy::defaults(),
+        )
+        .unwrap()
+    };
+    let hub = Hub::start(
+        store.clone(),
+        manager(Arc::new(NoEvents)),
+        clock.clone(),
+        config,
+    )
+    .await
+    .unwrap();
+    let manager = manager(Arc::new(hub.clone()));
+    World { hub, manager }
+}
+
+async fn open(manager: &SessionManager, id: &str) {
+    manager
+        .open(NewSession {
+            session_id: SessionId::parse(id).unwrap(),
+            client_type: "t".into(),
+            client_version: None,
+            principal: None,
+            metadata: Metadata::default(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn next(sub: &mut Subscription) -> serde_json::Value {
+    let text = timeout(Duration::from_secs(5), sub.queue.recv())
+        .await
+        .expect("a message in time")
+        .expect("the queue is open");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn a_full_queue_closes_that_consumer_only() {
+    let w = world(RealtimeConfig {
+        queue_capacity: 2,
+        ..RealtimeConfig::default()
+    })
+    .await;
+    let mut fast = w.hub.subscribe().await.unwrap();
+    let mut slow = w.hub.subscribe().await.unwrap();
+    assert_eq!(w.hub.stats().connections, 2);
+
+    for i in 0..5 {
+        open(&w.manager, &format!("s{i}")).await;
+        // The fast one drains as it goes; the slow one never does.
+        assert_eq!(next(&mut fast).await["seq"], i + 1);
+    }
+    let kill = timeout(Duration::from_secs(5), &mut slow.kill)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kill, Kill::SLOW_CONSUMER);
+    assert_eq!(kill.code, CloseCode::Again);
+    assert_eq!(u16::from(kill.code), 1013);
+    assert_eq!(kill.reason, "slow_consumer");
+    // What it had queued stays readable, but nothing more is pushed.
+    assert_eq!(next(&mut slow).await["seq"], 1);
+    assert_eq!(next(&mut slow).await["seq"], 2);
+    assert!(slow.queue.recv().await.is_none());
+    assert_eq!(w.hub.stats().connections, 1);
+
+    open(&w.manager, "after").await;
+    assert_eq!(next(&mut fast).await["seq"], 6);
+    w.hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscription_starts_at_the_hub_position_and_deregisters_on_drop() {
+    let w = world(RealtimeConfig::default()).await;
+    open(&w.manager, "before").await;
+    // Registration catches up with the outbox first: 'before' is behind this subscriber.
+    let mut first = w.hub.subscribe().await.unwrap();
+    assert_eq!(first.position, 1);
+    open(&w.manager, "after").await;
+    assert_eq!(next(&mut first).await["seq"], 2);
+    let second = w.hub.subscribe().await.unwrap();
+    assert_eq!(second.position, 2);
+    assert_eq!(
+        w.hub.stats(),
+        HubStats {
+            connections: 2,
+            delivered: 2
+        }
+    );
+    drop(second);
+    // The deregistration is a command behind us; the next registration is answered after it.
+    let third = w.hub.subscribe().await.unwrap();
+    assert_eq!(w.hub.stats().connections, 2);
+    drop(third);
+    w.hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_new_hub_does_not_replay_history() {
+    let store = Arc::new(InMemoryStore::new());
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_secs(1)));
+    let manager = SessionManager::new(
+        store.clone(),
+        Arc::new(NoTokens),
+        Arc::new(NoEvents),
+        clock.clone(),
+        Policy::defaults(),
+    )
+    .unwrap();
+    open(&manager, "old").await;
+    let hub = Hub::start(store, manager.clone(), clock, RealtimeConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(hub.stats().delivered, 1);
+    let mut sub = hub.subscribe().await.unwrap();
+    // Written through a manager that does not wake the hub: the feed's own wake-up delivers it.
+    open(&manager, "new").await;
+    let msg = next(&mut sub).await;
+    assert_eq!(msg["seq"], 2);
+    assert_eq!(msg["session_id"], "new");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_kills_every_consumer_and_refuses_new_ones() {
+    let w = world(RealtimeConfig::default()).await;
+    let mut sub = w.hub.subscribe().await.unwrap();
+    w.hub.shutdown().await;
+    assert_eq!((&mut sub.kill).await.unwrap(), Kill::SHUTDOWN);
+    assert!(matches!(
+        w.hub.subscribe().await,
+        Err(crate::Error::HubStopped)
+    ));
+    assert_eq!(w.hub.stats().connections, 0);
+    w.hub.shutdown().await; // idempotent
+}
+
+#[tokio::test]
+async fn invalid_config_is_refused_at_start() {
+    let store = Arc::new(InMemoryStore::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let manager = SessionManager::new(
+        store.clone(),
+        Arc::new(NoTokens),
+        Arc::new(NoEvents),
+        clock.clone(),
+        Policy::defaults(),
+    )
+    .unwrap();
+    let config = RealtimeConfig {
+        health_interval: Duration::ZERO,
+        ..RealtimeConfig::default()
+    };
+    assert!(matches!(
+        Hub::start(store, manager, clock, config).await,
+        Err(crate::Error::InvalidConfig("health_interval"))
+    ));
+}
