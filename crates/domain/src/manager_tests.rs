@@ -667,3 +667,33 @@ async fn a_down_store_is_database_unavailable_and_emits_nothing() {
     );
     assert!(events.events().is_empty());
 }
+
+#[tokio::test]
+async fn each_committed_event_reaches_the_sink_with_its_outbox_seq() {
+    let store = Arc::new(InMemoryStore::new());
+    let events = Arc::new(CollectingSink::default());
+    let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));
+    let m = SessionManager::new(
+        store.clone(),
+        Arc::new(FakeAuthority),
+        events.clone(),
+        clock,
+        Policy::defaults(),
+    )
+    .unwrap();
+    m.open(new_session("a")).await.unwrap();
+    let t = m.issue_token(&id("a")).await.unwrap();
+    m.reconnect(&id("a"), t.token.expose()).await.unwrap();
+    m.touch(&id("nope")).await.unwrap_err();
+    let published = events.events();
+    let stored = store.events_after(0, 100).await.unwrap();
+    assert_eq!(
+        published, stored,
+        "the sink sees exactly the outbox, in order"
+    );
+    assert_eq!(
+        published.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(published[2].event.reconnect_count, 1);
+}
