@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::schema::{session_events, sessions};
 
 /// A `sessions` row.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
 #[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub(crate) struct SessionRow {
