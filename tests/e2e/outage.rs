@@ -133,7 +133,8 @@ async fn expect_unavailable_quickly(server: &Server) {
     assert_eq!(
         (status, body["code"].as_str()),
         (503, Some("database_unavailable")),
-        "{body}"
+        "{body}\nserver log:\n{}",
+        server.stderr.lock().unwrap()
     );
     // A deadline of the contract, not a speed measurement: the timeout is 1 s, the promise 2 s.
     assert!(took < Duration::from_secs(2), "answered after {took:?}");

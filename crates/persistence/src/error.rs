@@ -38,9 +38,21 @@ impl Error {
         match self {
             Self::Connect(_) | Self::Timeout(_) | Self::Pool(_) => true,
             Self::Query(D::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
-            // SQLite answers "database is locked" when another writer held the lock for longer than
-            // busy_timeout: contention, not a fault.
-            Self::Query(D::DatabaseError(_, info)) => info.message().contains("locked"),
+            // The async PostgreSQL driver reports a dropped connection as an unknown error whose
+            // message says so; SQLite answers "database is locked" when another writer held the lock
+            // for longer than busy_timeout; a server shutting down terminates its connections. All
+            // are the database being away, not a fault of ours.
+            Self::Query(D::DatabaseError(_, info)) => {
+                let m = info.message();
+                [
+                    "connection closed",
+                    "locked",
+                    "terminating connection",
+                    "connection reset",
+                ]
+                .iter()
+                .any(|s| m.contains(s))
+            }
             Self::Query(D::BrokenTransactionManager) => true,
             _ => false,
         }
