@@ -3,8 +3,6 @@
 //! `session_exists`, `payload_too_large`, `not_found`). Unknown causes are logged with their chain and
 //! answered with an opaque 500.
 
-use std::fmt::Write as _;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use tether_domain::{Error as DomainError, ResultCode};
@@ -69,17 +67,6 @@ pub fn status_of(code: ResultCode) -> StatusCode {
     }
 }
 
-/// The error and its causes on one line, for the log.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let _ = write!(out, ": {c}");
-        cause = c.source();
-    }
-    out
-}
-
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -125,7 +112,7 @@ impl ResponseError for ApiError {
                 "Session is already disconnected",
             ),
             Self::Domain(e @ DomainError::Unavailable(_)) => {
-                tracing::warn!(error = %chain(e), "database unavailable");
+                tracing::warn!(error = %tether_domain::error_chain(e), "database unavailable");
                 body(
                     status,
                     ResultCode::DatabaseUnavailable.as_str(),
@@ -133,7 +120,7 @@ impl ResponseError for ApiError {
                 )
             }
             Self::Domain(e @ DomainError::Internal(_)) => {
-                tracing::error!(error = %chain(e), "internal error");
+                tracing::error!(error = %tether_domain::error_chain(e), "internal error");
                 body(status, ResultCode::InternalError.as_str(), "Internal error")
             }
             Self::BadRequest(detail) => body(status, "invalid_request", detail),

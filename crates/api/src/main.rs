@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
     let app = match startup::Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {
-            eprintln!("tether: {}", error_chain(&e));
+            eprintln!("tether: {}", tether_domain::error_chain(&e));
             return ExitCode::from(1);
         }
     };
@@ -63,15 +63,4 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

@@ -62,3 +62,15 @@ impl Error {
         }
     }
 }
+
+/// An error with its causes on one line, `a: b: c`, so that a log line keeps the whole chain.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

@@ -78,7 +78,7 @@ mod view;
 mod manager_tests;
 
 pub use codes::ResultCode;
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, error_chain};
 pub use events::{
     CollectingSink, EventKind, EventSink, NoEvents, SessionEvent, Sinks, StoredEvent, UpdateType,
 };

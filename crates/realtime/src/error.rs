@@ -26,14 +26,4 @@ pub enum Error {
     Random(getrandom::Error),
 }
 
-/// An error with its causes, `a: b: c`, so that logs keep the whole chain.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
+pub(crate) use tether_domain::error_chain as chain;
