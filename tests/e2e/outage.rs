@@ -186,3 +186,53 @@ async fn postgres_frozen_or_stopped_answers_503_quickly_and_recovers() {
     drop(server);
     db.remove().await;
 }
+
+/// SIGTERM while a request is in flight: the request still gets its answer, then the process exits 0.
+/// The database is frozen so that the request stays in flight; the server's debug log says when it has
+/// started.
+#[actix_rt::test]
+async fn postgres_sigterm_lets_an_in_flight_request_finish() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    let (_, upstream) = through(&db.url(), "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(upstream);
+    let (proxied, _) = through(&db.url(), proxy.addr);
+    let mut env = support::base_env(&proxied);
+    env.push(("TETHER_DATABASE__TIMEOUT_MS".into(), "1000".into()));
+    env.push((
+        "TETHER_LOG__LEVEL".into(),
+        "info,tether::startup=debug".into(),
+    ));
+    let server = Server::start_with(&env);
+    server.create("draining").await;
+
+    proxy.set(Mode::Freeze);
+    let url = format!("{}/sessions/draining", server.base);
+    let in_flight = actix_rt::spawn(async move {
+        let mut resp = awc::Client::new()
+            .get(url)
+            .bearer_auth(support::KEY)
+            .send()
+            .await
+            .map_err(|e| format!("the in-flight request was cut off: {e:?}"))?;
+        let body = resp.body().await.map_err(|e| format!("{e:?}"))?;
+        Ok::<_, String>((resp.status().as_u16(), body))
+    });
+    server
+        .wait_for_log("request started method=GET path=/api/mcp/sessions/draining")
+        .await;
+    server.sigterm();
+    let (status, body) = match in_flight.await.unwrap() {
+        Ok(answer) => answer,
+        Err(e) => {
+            let log = server.stderr.clone();
+            let exit = server.wait();
+            panic!("{e}\nexit: {exit:?}\nserver log:\n{}", log.lock().unwrap());
+        }
+    };
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(server.wait().code(), Some(0));
+    proxy.set(Mode::Pass);
+    db.remove().await;
+}

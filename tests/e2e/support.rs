@@ -93,6 +93,8 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub stderr: Arc<Mutex<String>>,
+    /// Rings whenever the server writes to stderr.
+    log_bell: Arc<tokio::sync::Notify>,
     client: awc::Client,
 }
 
@@ -150,6 +152,8 @@ impl Server {
         let mut stderr_pipe = child.stderr.take().unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
+        let log_bell = Arc::new(tokio::sync::Notify::new());
+        let bell = log_bell.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stderr_pipe.read(&mut buf) {
@@ -159,6 +163,7 @@ impl Server {
                 sink.lock()
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
+                bell.notify_waiters();
             }
         });
         let (tx, rx) = mpsc::channel();
@@ -181,6 +186,7 @@ impl Server {
             child,
             base: format!("{url}/api/mcp"),
             stderr,
+            log_bell,
             client: awc::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .finish(),
@@ -188,12 +194,38 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit.
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.sigterm();
+        self.wait()
+    }
+
+    /// Waits (bounded) until the server's log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let found = async {
+            loop {
+                let bell = self.log_bell.notified();
+                if self.stderr.lock().unwrap().contains(needle) {
+                    return;
+                }
+                bell.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), found)
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} never appeared in the server log"));
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
         let ok = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(mut self) -> ExitStatus {
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;

@@ -2,6 +2,7 @@
 //! SIGTERM/SIGINT.
 
 mod config;
+mod drain;
 mod dto;
 mod error;
 mod routes;

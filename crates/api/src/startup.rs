@@ -16,6 +16,7 @@ use tether_persistence::{Database, Options};
 use tether_realtime::{Hub, RealtimeConfig, Tickets};
 
 use crate::config::Settings;
+use crate::drain::InFlight;
 use crate::error::ApiError;
 use crate::routes;
 use crate::state::{ApiKey, AppState};
@@ -73,6 +74,8 @@ pub struct Application {
     generated_api_key: Option<String>,
     sweeper: tokio::task::JoinHandle<()>,
     hub: Hub,
+    inflight: InFlight,
+    drain_timeout: Duration,
 }
 
 fn realtime_config(settings: &Settings) -> RealtimeConfig {
@@ -202,20 +205,27 @@ impl Application {
             allowed_origins: allowed_origins(&settings, addr),
         });
 
+        let inflight = InFlight::default();
+        let counted = inflight.clone();
         let mut server = HttpServer::new(move || {
+            let counted = counted.clone();
             App::new()
                 .app_data(state.clone())
                 .app_data(web::QueryConfig::default().error_handler(|e, _| {
                     ApiError::BadRequest(format!("bad query string: {e}")).into()
                 }))
-                .wrap_fn(|req, srv| {
+                .wrap_fn(move |req, srv| {
+                    let in_flight = counted.enter();
                     let started = Instant::now();
                     let method = req.method().clone();
-                    // The path only: a query string may one day carry a ticket.
+                    // The path only: the query string may carry a WebSocket ticket.
                     let path = req.path().to_owned();
+                    tracing::debug!(%method, %path, "request started");
                     let fut = srv.call(req);
                     async move {
-                        let res = fut.await?;
+                        let res = fut.await;
+                        drop(in_flight);
+                        let res = res?;
                         tracing::info!(
                             %method,
                             %path,
@@ -234,6 +244,8 @@ impl Application {
             addr: addr.to_string(),
             source,
         })?
+        // Signals are ours (see drain.rs); actix's own stop then only has idle connections to close.
+        .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
@@ -248,6 +260,8 @@ impl Application {
             generated_api_key,
             sweeper,
             hub,
+            inflight,
+            drain_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
         })
     }
 
@@ -266,10 +280,34 @@ impl Application {
     /// # Errors
     /// The server's I/O error.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        self.run(crate::drain::stop_signal()).await
+    }
+
+    /// Serves until `stop` resolves; then accepts no new connection, waits (at most
+    /// `server.shutdown_timeout_secs`) for the requests in flight to finish, stops the workers, the
+    /// sweep and the dashboards' hub.
+    ///
+    /// # Errors
+    /// The server's I/O error.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let result = tokio::select! {
+            done = &mut server => done,
+            () = stop => {
+                handle.pause().await;
+                let waiting = self.inflight.count();
+                tracing::info!(in_flight = waiting, "stopping: no new connections; draining");
+                if tokio::time::timeout(self.drain_timeout, self.inflight.drained()).await.is_err() {
+                    tracing::warn!(in_flight = self.inflight.count(), "drain timed out");
+                }
+                handle.stop(true).await;
+                server.await
+            }
+        };
         self.sweeper.abort();
         self.hub.shutdown().await;
-        result
+        result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 }
 
