@@ -69,6 +69,21 @@ pub struct Database {
     pub(crate) pools: Pools,
     pub(crate) timeout: Duration,
     pub(crate) feed: std::sync::Arc<crate::feed::FeedState>,
+    /// The runtime `connect` ran on, where SQLite calls run (see [`Database::detached`]).
+    runtime: tokio::runtime::Handle,
+}
+
+/// The same database, its port methods running on the caller's task. `Database`'s own port methods
+/// hand SQLite calls to [`Database::detached`] and then use these.
+#[derive(Clone, Debug)]
+pub(crate) struct Direct(pub(crate) Database);
+
+impl std::ops::Deref for Direct {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Database {
@@ -125,7 +140,7 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> tether_domain::B
 
 impl Database {
     /// Connects to `url` (`sqlite://PATH` or `postgres://...`), runs pending migrations and builds the
-    /// pool.
+    /// pool. Call it on a multi-threaded tokio runtime: SQLite statements run there.
     ///
     /// # Errors
     /// [`Error::Url`] for an unsupported URL, [`Error::Connect`]/[`Error::Migrate`] when the database
@@ -170,6 +185,7 @@ impl Database {
             pools,
             timeout: options.timeout,
             feed: std::sync::Arc::new(crate::feed::FeedState::new(listen_url)),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -186,7 +202,37 @@ impl Database {
     /// # Errors
     /// As for any statement.
     pub async fn ping(&self) -> Result<(), Error> {
-        on_conn!(self, conn => conn.batch_execute("SELECT 1").await?)
+        self.detached(
+            |db| async move { on_conn!(&*db, conn => conn.batch_execute("SELECT 1").await?) },
+        )
+        .await
+    }
+
+    pub(crate) fn direct(&self) -> Direct {
+        Direct(self.clone())
+    }
+
+    /// Runs `work` so that it is never dropped half-way on the caller's task. diesel-async's SQLite
+    /// wrapper, when its future is dropped before the blocking statement finished (a timeout, a client
+    /// that hung up), waits for it with `block_in_place`, which panics on a current-thread runtime such
+    /// as an actix worker's. So on SQLite the call runs as a task of the multi-threaded runtime that
+    /// `connect` ran on, and dropping the caller only detaches it. PostgreSQL's driver is cancel-safe
+    /// and runs in place.
+    pub(crate) async fn detached<T, E, F, Fut>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(Direct) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        match self.pools {
+            Pools::Sqlite(_) => self
+                .runtime
+                .spawn(work(self.direct()))
+                .await
+                .map_err(|e| E::from(Error::Task(e.to_string())))?,
+            Pools::Postgres(_) => work(self.direct()).await,
+        }
     }
 
     /// The value of setting `name`, storing `candidate` first if it has none. Every instance on one

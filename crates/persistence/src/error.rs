@@ -26,6 +26,9 @@ pub enum Error {
     /// A statement failed.
     #[error("database statement failed")]
     Query(#[from] diesel::result::Error),
+    /// A database task ended abnormally.
+    #[error("database task failed: {0}")]
+    Task(String),
     /// A stored row breaks the domain's rules.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),

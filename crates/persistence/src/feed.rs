@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 use tether_domain::{Error as DomainError, EventFeed, StoredEvent, Timestamp};
 use tokio::sync::Notify;
 
-use crate::db::Database;
+use crate::db::{Database, Direct};
 use crate::error::Error;
 use crate::models::EventRow;
 use crate::schema::{session_events, settings};
@@ -209,8 +209,36 @@ fn unsigned(n: Option<i64>) -> u64 {
     n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
 }
 
+/// The port, as callers see it: each database call detached on SQLite (see `Database::detached`).
 #[async_trait]
 impl EventFeed for Database {
+    async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, DomainError> {
+        self.detached(|db| async move { db.events_after(after, limit).await })
+            .await
+    }
+
+    async fn last_seq(&self) -> Result<u64, DomainError> {
+        self.detached(|db| async move { db.last_seq().await }).await
+    }
+
+    async fn pruned_through(&self) -> Result<u64, DomainError> {
+        self.detached(|db| async move { db.pruned_through().await })
+            .await
+    }
+
+    async fn epoch(&self) -> Result<String, DomainError> {
+        self.detached(|db| async move { db.epoch().await }).await
+    }
+
+    async fn wait_for_events(&self) {
+        self.ensure_listener();
+        self.feed.notify.notified().await;
+    }
+}
+
+/// The statements themselves, run on the caller's task.
+#[async_trait]
+impl EventFeed for Direct {
     async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, DomainError> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows: Vec<EventRow> = on_conn!(self, conn => {

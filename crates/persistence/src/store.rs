@@ -13,7 +13,7 @@ use tether_domain::{
     SessionId, SessionStatus, SessionStore, StatusCounts, StoredEvent, Timestamp, TokenHash,
 };
 
-use crate::db::Database;
+use crate::db::{Database, Direct};
 use crate::error::Error;
 use crate::models::{NewEventRow, SessionRow};
 use crate::schema::session_events;
@@ -98,8 +98,110 @@ fn one(row: Option<SessionRow>) -> Result<Option<Session>, DomainError> {
     Ok(row.map(SessionRow::into_session).transpose()?)
 }
 
+/// The port, as callers see it: each call detached on SQLite (see `Database::detached`), with its
+/// arguments owned so that the detached task may outlive the caller.
 #[async_trait]
 impl SessionStore for Database {
+    async fn insert(&self, session: &Session, change: Change) -> Result<Recorded, DomainError> {
+        let session = session.clone();
+        self.detached(|db| async move { db.insert(&session, change).await })
+            .await
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>, DomainError> {
+        let id = id.clone();
+        self.detached(|db| async move { db.get(&id).await }).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Session>, DomainError> {
+        let query = query.clone();
+        self.detached(|db| async move { db.list(&query).await })
+            .await
+    }
+
+    async fn counts(&self) -> Result<StatusCounts, DomainError> {
+        self.detached(|db| async move { db.counts().await }).await
+    }
+
+    async fn touch(&self, id: &SessionId, change: Change) -> Result<Option<Recorded>, DomainError> {
+        let id = id.clone();
+        self.detached(|db| async move { db.touch(&id, change).await })
+            .await
+    }
+
+    async fn disconnect(
+        &self,
+        id: &SessionId,
+        reason: &DisconnectReason,
+        change: Change,
+    ) -> Result<Option<Recorded>, DomainError> {
+        let (id, reason) = (id.clone(), reason.clone());
+        self.detached(|db| async move { db.disconnect(&id, &reason, change).await })
+            .await
+    }
+
+    async fn set_token(
+        &self,
+        id: &SessionId,
+        hash: &TokenHash,
+        expires_at: Timestamp,
+        change: Change,
+    ) -> Result<Option<Recorded>, DomainError> {
+        let (id, hash) = (id.clone(), *hash);
+        self.detached(|db| async move { db.set_token(&id, &hash, expires_at, change).await })
+            .await
+    }
+
+    async fn consume_token(
+        &self,
+        id: &SessionId,
+        presented: &TokenHash,
+        next: &TokenHash,
+        next_expires_at: Timestamp,
+        change: Change,
+    ) -> Result<Option<Recorded>, DomainError> {
+        let (id, presented, next) = (id.clone(), *presented, *next);
+        self.detached(|db| async move {
+            db.consume_token(&id, &presented, &next, next_expires_at, change)
+                .await
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        id: &SessionId,
+        change: Change,
+    ) -> Result<Option<Recorded>, DomainError> {
+        let id = id.clone();
+        self.detached(|db| async move { db.revoke_token(&id, change).await })
+            .await
+    }
+
+    async fn mark_idle(
+        &self,
+        idle_before: Timestamp,
+        change: Change,
+    ) -> Result<Vec<Recorded>, DomainError> {
+        self.detached(|db| async move { db.mark_idle(idle_before, change).await })
+            .await
+    }
+
+    async fn reap(
+        &self,
+        reap_before: Timestamp,
+        reason: &DisconnectReason,
+        change: Change,
+    ) -> Result<Vec<Recorded>, DomainError> {
+        let reason = reason.clone();
+        self.detached(|db| async move { db.reap(reap_before, &reason, change).await })
+            .await
+    }
+}
+
+/// The statements themselves, run on the caller's task.
+#[async_trait]
+impl SessionStore for Direct {
     async fn insert(&self, session: &Session, change: Change) -> Result<Recorded, DomainError> {
         let row = SessionRow::from_session(session);
         let result = on_conn!(self, conn => {
