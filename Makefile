@@ -14,10 +14,12 @@ test:
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
-## Benchmarks of the reconnect path (release build); see BENCHMARKS.md.
+## Benchmarks (release build): the reconnect path, then live monitoring with 1,000 and 10,000
+## dashboards. PostgreSQL columns need TETHER_TEST_POSTGRES_URL. See BENCHMARKS.md.
 bench:
 	$(CARGO) build --release -p tether-api -p tether-bench
 	./target/release/tether-bench --tether ./target/release/tether
+	ulimit -n 65536 2>/dev/null || true; ./target/release/tether-bench-ws --tether ./target/release/tether
 
 ## What CI checks besides the tests.
 lint:
