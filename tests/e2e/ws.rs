@@ -411,6 +411,16 @@ async fn refused_before_the_upgrade() {
     let (status, _) = server.call("POST", "/ws/ticket", None, false).await;
     assert_eq!(status, 401, "minting a ticket needs the API key");
 
+    // A plain GET (no upgrade) is refused without spending the ticket.
+    let (status, body) = server
+        .call("GET", &format!("/ws/sessions?ticket={ticket}"), None, false)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+
     // A browser: its own origin and a ticket.
     let own = server.base.trim_end_matches("/api/mcp").to_owned();
     let dash = Dash::open(&server, "", Auth::Ticket(&ticket), Some(&own)).await;

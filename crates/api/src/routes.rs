@@ -200,6 +200,17 @@ async fn ws_sessions(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     if !tether_realtime::origin_allowed(&req, &state.allowed_origins) {
         return Err(ApiError::OriginNotAllowed);
     }
+    // A plain GET would fail the upgrade after the ticket was spent: refuse it first.
+    let upgrade = req
+        .headers()
+        .get(actix_web::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return Err(ApiError::BadRequest(
+            "not a WebSocket upgrade request".into(),
+        ));
+    }
     let by_key = crate::state::bearer(&req).is_some_and(|k| state.api_key.matches(k));
     if !by_key {
         let ticket = web::Query::<dto::WsQuery>::from_query(req.query_string())
