@@ -230,7 +230,7 @@ fn http_phases(
                 .saturating_sub(cpu_before)
                 .as_secs_f64(),
         );
-        eprintln!("    p99 {:.2} ms", open.run.latency.percentile_ms(99.0));
+        eprintln!("    p99 {:.2} ms", open.run.latency.pct_ms(99.0));
         report.open = Some(open);
         report.rss_end = Some(server.memory_kib()?);
         Ok::<(), BoxError>(())

@@ -99,7 +99,7 @@ impl Report {
         // A p99 over a run that fell behind or failed requests would flatter the server.
         let achieved = o.run.throughput();
         Some(
-            o.run.latency.percentile_ms(99.0) < TARGET_P99_MS
+            o.run.latency.pct_ms(99.0) < TARGET_P99_MS
                 && o.run.errors == 0
                 && achieved >= 0.95 * f64::from(args.rate),
         )
@@ -147,8 +147,8 @@ fn mib(kib: u64) -> String {
 fn lat(run: &Run) -> String {
     format!(
         "{:.2} / {:.2} ms",
-        run.latency.percentile_ms(50.0),
-        run.latency.percentile_ms(99.0)
+        run.latency.pct_ms(50.0),
+        run.latency.pct_ms(99.0)
     )
 }
 
@@ -225,8 +225,8 @@ pub fn table(args: &Args, reports: &[Report]) -> String {
                     r.open.as_ref().map(|o| {
                         format!(
                             "{:.2} / {:.2} / {:.2} ms{}",
-                            o.run.latency.percentile_ms(50.0),
-                            o.run.latency.percentile_ms(99.0),
+                            o.run.latency.pct_ms(50.0),
+                            o.run.latency.pct_ms(99.0),
                             o.run.latency.max_ms(),
                             verdict(r.open_pass(&args))
                         )
@@ -368,8 +368,8 @@ pub fn table(args: &Args, reports: &[Report]) -> String {
                 "\n{}: open-loop requests started p50 {:.2} / p99 {:.2} / max {:.2} ms after their \
                  scheduled time (load-generator delay; included in the latencies above).",
                 r.kind.label(),
-                o.send_lag.percentile_ms(50.0),
-                o.send_lag.percentile_ms(99.0),
+                o.send_lag.pct_ms(50.0),
+                o.send_lag.pct_ms(99.0),
                 o.send_lag.max_ms()
             );
         }

@@ -24,7 +24,9 @@ mod report;
 mod rounds;
 mod seed;
 mod server;
-mod stats;
+
+/// The shared latency samples, under the name the modules use.
+use tether_bench::samples as stats;
 
 use args::Args;
 use fleet::Fleet;

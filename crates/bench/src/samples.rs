@@ -1,4 +1,4 @@
-//! Latency samples and their exact (nearest-rank) percentiles.
+//! Latency samples and their exact (nearest-rank) percentiles, shared by both benchmarks.
 
 use std::time::Duration;
 
@@ -7,6 +7,11 @@ use std::time::Duration;
 pub struct Samples(Vec<u32>);
 
 impl Samples {
+    /// Room for `n` samples.
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
     /// Records one sample (saturating at `u32::MAX` µs, about 71 minutes).
     pub fn push(&mut self, d: Duration) {
         self.0
@@ -33,6 +38,11 @@ impl Summary {
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The nearest-rank percentile `p` (0..=100) in milliseconds; 0 without samples.
