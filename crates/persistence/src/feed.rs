@@ -290,8 +290,8 @@ impl EventFeed for Direct {
     }
 
     async fn wait_for_events(&self) {
-        self.ensure_listener();
-        self.feed.notify.notified().await;
+        // No database call: the same wake-up as `Database`'s.
+        EventFeed::wait_for_events(&self.0).await;
     }
 }
 
