@@ -90,7 +90,9 @@ impl Db {
 
 /// A running `tether` process. Killed on drop if still running.
 pub struct Server {
-    child: Child,
+    /// `None` once `wait` has taken it.
+    child: Option<Child>,
+    pid: u32,
     pub base: String,
     pub stderr: Arc<Mutex<String>>,
     /// Rings whenever the server writes to stderr.
@@ -183,7 +185,8 @@ impl Server {
             }
         };
         Self {
-            child,
+            pid: child.id(),
+            child: Some(child),
             base: format!("{url}/api/mcp"),
             stderr,
             log_bell,
@@ -218,7 +221,7 @@ impl Server {
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid.to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
@@ -226,13 +229,22 @@ impl Server {
 
     /// Waits (bounded) for the process to exit.
     pub fn wait(mut self) -> ExitStatus {
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+        let pid = self.pid;
+        let (tx, rx) = mpsc::channel();
+        // The child moves to a thread that blocks on it; `Drop` has nothing left to kill.
+        let mut child = self.child.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                panic!("tether did not stop within 30 s of SIGTERM");
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("tether did not stop within 30 s of SIGTERM");
     }
 
     /// One request; `auth` adds the API key. Returns the status and the JSON body (Null if none).
@@ -312,7 +324,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
