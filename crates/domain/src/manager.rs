@@ -241,6 +241,35 @@ impl SessionManager {
         self.diagnose_failed_consume(id, &presented).await
     }
 
+    /// Checks that `token` is the live reconnect token of session `id`, without consuming it: the
+    /// credential of callers that hold a session handle but no connection of their own (MCP clients
+    /// of the sessionless protocol revision). The same rules as a reconnect decide, with the same
+    /// codes, and presenting an already-consumed token is reuse: the live token is revoked and
+    /// `token_reused` emitted. A retry with the previous token inside the grace window is refused
+    /// as `token_mismatch` without revoking (the client is expected to repeat its reconnect).
+    ///
+    /// # Errors
+    /// [`Error::Reconnect`] with the result code, [`Error::NotFound`], store errors.
+    pub async fn authorize(&self, id: &SessionId, token: &str) -> Result<Session, Error> {
+        let now = self.clock.now();
+        let presented = self.tokens.verify(token, now)?;
+        if presented.session_id != id.as_str() {
+            return Err(Error::Reconnect(ResultCode::SessionIdMismatch));
+        }
+        let session = self.get(id).await?;
+        if session.can_consume(&presented.hash, now) {
+            return Ok(session);
+        }
+        let is_previous = session
+            .token()
+            .previous_hash
+            .is_some_and(|h| h.ct_eq(&presented.hash));
+        if is_previous && self.in_grace(&session, now) {
+            return Err(Error::Reconnect(ResultCode::TokenMismatch));
+        }
+        Err(self.refuse(&session, &presented).await)
+    }
+
     /// The compare-and-swap found nothing: work out which rule failed, and handle reuse.
     async fn diagnose_failed_consume(
         &self,
@@ -249,31 +278,57 @@ impl SessionManager {
     ) -> Result<Reconnected, Error> {
         let now = self.clock.now();
         let session = self.store.get(id).await?.ok_or(Error::NotFound)?;
+        let is_previous = session
+            .token()
+            .previous_hash
+            .is_some_and(|h| h.ct_eq(&presented.hash));
+        if !session.is_disconnected()
+            && is_previous
+            && let Some(repeat) = self.grace_repeat(&session, presented, now)?
+        {
+            return Ok(repeat);
+        }
+        Err(self.refuse(&session, presented).await)
+    }
+
+    /// Why `presented` is not a usable token of `session`: ended, expired, reuse of a consumed
+    /// token (which revokes the live one and emits `token_reused`), or a superseded one.
+    async fn refuse(&self, session: &Session, presented: &VerifiedToken) -> Error {
         if session.is_disconnected() {
-            return Err(Error::Reconnect(ResultCode::SessionAlreadyDisconnected));
+            return Error::Reconnect(ResultCode::SessionAlreadyDisconnected);
         }
         let state = session.token();
         if state.hash.is_some_and(|h| h.ct_eq(&presented.hash)) {
             // The live token, refused only because its stored expiry has passed.
-            return Err(Error::Reconnect(ResultCode::TokenExpired));
+            return Error::Reconnect(ResultCode::TokenExpired);
         }
         let is_previous = state
             .previous_hash
             .is_some_and(|h| h.ct_eq(&presented.hash));
-        if is_previous && let Some(repeat) = self.grace_repeat(&session, presented, now)? {
-            return Ok(repeat);
-        }
         // A token of ours for this session, issued no later than the last rotation and not live, has
         // been consumed (or superseded) already: presenting it again is reuse (RFC 9700 §4.14.2).
         let predates_rotation = state.rotated_at.is_some_and(|r| presented.issued_at <= r);
         if is_previous || predates_rotation {
             let change = self.change(EventKind::TokenReused);
-            if let Some(recorded) = self.store.revoke_token(id, change).await? {
-                self.emit(recorded);
+            match self.store.revoke_token(session.id(), change).await {
+                Ok(Some(recorded)) => {
+                    self.emit(recorded);
+                }
+                Ok(None) => {}
+                Err(e) => return e,
             }
-            return Err(Error::Reconnect(ResultCode::TokenReused));
+            return Error::Reconnect(ResultCode::TokenReused);
         }
-        Err(Error::Reconnect(ResultCode::TokenMismatch))
+        Error::Reconnect(ResultCode::TokenMismatch)
+    }
+
+    /// Whether `now` is inside the grace window after the session's last rotation.
+    fn in_grace(&self, session: &Session, now: Timestamp) -> bool {
+        let grace = self.policy.grace();
+        session
+            .token()
+            .rotated_at
+            .is_some_and(|r| !grace.is_zero() && now >= r && now.since(r) <= grace)
     }
 
     /// Inside the grace window, a retry with the immediately previous token gets the very token its
@@ -284,12 +339,11 @@ impl SessionManager {
         presented: &VerifiedToken,
         now: Timestamp,
     ) -> Result<Option<Reconnected>, Error> {
-        let grace = self.policy.grace();
         let (Some(rotated_at), Some(live)) = (session.token().rotated_at, session.token().hash)
         else {
             return Ok(None);
         };
-        if grace.is_zero() || now.since(rotated_at) > grace || now < rotated_at {
+        if !self.in_grace(session, now) {
             return Ok(None);
         }
         let again = self.tokens.rotate(presented, rotated_at)?;

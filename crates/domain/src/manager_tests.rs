@@ -697,3 +697,142 @@ async fn each_committed_event_reaches_the_sink_with_its_outbox_seq() {
     );
     assert_eq!(published[2].event.reconnect_count, 1);
 }
+
+#[tokio::test]
+async fn authorize_accepts_only_the_live_token_and_consumes_nothing() {
+    let w = world();
+    w.manager.open(new_session("a")).await.unwrap();
+    w.manager.open(new_session("b")).await.unwrap();
+    let t = w.manager.issue_token(&id("a")).await.unwrap();
+    let events = w.events.kinds().len();
+    for _ in 0..3 {
+        let s = w
+            .manager
+            .authorize(&id("a"), t.token.expose())
+            .await
+            .unwrap();
+        assert_eq!(s.id(), &id("a"));
+    }
+    assert_eq!(w.events.kinds().len(), events, "a check emits nothing");
+    assert_eq!(
+        code(w.manager.authorize(&id("b"), t.token.expose()).await),
+        ResultCode::SessionIdMismatch
+    );
+    assert_eq!(
+        code(w.manager.authorize(&id("a"), "junk").await),
+        ResultCode::InvalidToken
+    );
+    // Still consumable by a reconnect, exactly once.
+    let r = w
+        .manager
+        .reconnect(&id("a"), t.token.expose())
+        .await
+        .unwrap();
+    assert_eq!(r.session.reconnect_count(), 1);
+    w.manager
+        .authorize(&id("a"), r.token.token.expose())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn authorize_with_a_consumed_token_is_reuse_and_revokes() {
+    let w = world();
+    w.manager.open(new_session("a")).await.unwrap();
+    let t = w.manager.issue_token(&id("a")).await.unwrap();
+    w.clock.advance(SECOND);
+    let r = w
+        .manager
+        .reconnect(&id("a"), t.token.expose())
+        .await
+        .unwrap();
+    assert_eq!(
+        code(w.manager.authorize(&id("a"), t.token.expose()).await),
+        ResultCode::TokenReused
+    );
+    assert_eq!(w.events.kinds().last(), Some(&EventKind::TokenReused));
+    assert_eq!(
+        code(w.manager.authorize(&id("a"), r.token.token.expose()).await),
+        ResultCode::TokenReused,
+        "the live token was revoked"
+    );
+}
+
+#[tokio::test]
+async fn authorize_refuses_superseded_expired_and_ended() {
+    let w = world();
+    w.manager.open(new_session("a")).await.unwrap();
+    let old = w.manager.issue_token(&id("a")).await.unwrap();
+    w.clock.advance(SECOND);
+    let live = w.manager.issue_token(&id("a")).await.unwrap();
+    assert_eq!(
+        code(w.manager.authorize(&id("a"), old.token.expose()).await),
+        ResultCode::TokenMismatch
+    );
+    w.manager
+        .authorize(&id("a"), live.token.expose())
+        .await
+        .unwrap();
+    w.clock.advance(LIFETIME);
+    assert_eq!(
+        code(w.manager.authorize(&id("a"), live.token.expose()).await),
+        ResultCode::TokenExpired
+    );
+    let fresh = w.manager.issue_token(&id("a")).await.unwrap();
+    w.manager
+        .disconnect(&id("a"), DisconnectReason::client_closed())
+        .await
+        .unwrap();
+    assert_eq!(
+        code(w.manager.authorize(&id("a"), fresh.token.expose()).await),
+        ResultCode::SessionAlreadyDisconnected
+    );
+    assert_eq!(
+        code(
+            w.manager
+                .authorize(&id("gone"), "gone|j|1|9999999999|session_reconnect")
+                .await
+        ),
+        ResultCode::SessionNotFound
+    );
+}
+
+#[tokio::test]
+async fn inside_the_grace_window_authorize_with_the_previous_token_does_not_revoke() {
+    let w = grace_world(10 * SECOND);
+    w.manager.open(new_session("a")).await.unwrap();
+    let t = w.manager.issue_token(&id("a")).await.unwrap();
+    let r = w
+        .manager
+        .reconnect(&id("a"), t.token.expose())
+        .await
+        .unwrap();
+    assert_eq!(
+        code(w.manager.authorize(&id("a"), t.token.expose()).await),
+        ResultCode::TokenMismatch
+    );
+    w.manager
+        .authorize(&id("a"), r.token.token.expose())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_resumed_session_records_its_target_and_the_prefix_is_reserved() {
+    let w = world();
+    w.manager.open(new_session("fresh")).await.unwrap();
+    let reason = DisconnectReason::resumed_as(&id("old"));
+    assert_eq!(reason.as_str(), "resumed:old");
+    let s = w.manager.disconnect(&id("fresh"), reason).await.unwrap();
+    let target = s
+        .disconnect_reason()
+        .and_then(DisconnectReason::resumed_target);
+    assert_eq!(target, Some(id("old")));
+    assert!(
+        DisconnectReason::parse("resumed:old").is_err(),
+        "callers cannot forge it"
+    );
+    assert_eq!(DisconnectReason::client_closed().resumed_target(), None);
+    let stored = DisconnectReason::from_stored("resumed:old").unwrap();
+    assert_eq!(stored.resumed_target(), Some(id("old")));
+}

@@ -106,11 +106,15 @@ impl DisconnectReason {
     pub const IDLE_TIMEOUT: &'static str = "idle_timeout";
     /// An operator ended it.
     pub const ADMIN: &'static str = "admin";
+    /// Prefix of the reason recorded when a session's client resumed another session instead (see
+    /// [`DisconnectReason::resumed_as`]). Reserved: callers cannot supply it.
+    pub const RESUMED_PREFIX: &'static str = "resumed:";
 
-    /// Validates a caller-supplied reason: 1–128 characters, no control characters.
+    /// Validates a caller-supplied reason: 1–128 characters, no control characters, not starting
+    /// with the reserved [`DisconnectReason::RESUMED_PREFIX`].
     ///
     /// # Errors
-    /// [`Error::Invalid`] when empty, too long, or containing control characters.
+    /// [`Error::Invalid`] when empty, too long, containing control characters, or reserved.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let len = raw.chars().count();
         if len == 0 || len > 128 || raw.chars().any(char::is_control) {
@@ -119,7 +123,39 @@ impl DisconnectReason {
                 "must be 1-128 characters without control characters",
             ));
         }
+        if raw.starts_with(Self::RESUMED_PREFIX) {
+            // A forged `resumed:<id>` would bind an MCP connection to another session.
+            return Err(Error::invalid(
+                "reason",
+                "may not start with 'resumed:' (reserved)",
+            ));
+        }
         Ok(Self(raw.to_owned()))
+    }
+
+    /// Reads a reason back from storage, where only reasons that were valid when written exist
+    /// (including the reserved `resumed:` ones this type made itself).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when empty or containing control characters (a corrupt row).
+    pub fn from_stored(raw: &str) -> Result<Self, Error> {
+        if raw.is_empty() || raw.chars().any(char::is_control) {
+            return Err(Error::invalid("reason", "stored reason is corrupt"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The reason recorded for a session whose client resumed `target` instead: a client that
+    /// opened a fresh session only to resume an older one with its reconnect token. The text is
+    /// `resumed:<target id>`, so the binding survives restarts with the row itself.
+    pub fn resumed_as(target: &SessionId) -> Self {
+        Self(format!("{}{target}", Self::RESUMED_PREFIX))
+    }
+
+    /// The session this one was resumed as, when the reason is [`DisconnectReason::resumed_as`].
+    pub fn resumed_target(&self) -> Option<SessionId> {
+        let id = self.0.strip_prefix(Self::RESUMED_PREFIX)?;
+        SessionId::parse(id).ok()
     }
 
     /// The reason used when a client ends its own session without giving one.

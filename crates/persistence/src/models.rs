@@ -77,7 +77,7 @@ impl SessionRow {
             disconnect_reason: self
                 .disconnect_reason
                 .as_deref()
-                .map(DisconnectReason::parse)
+                .map(DisconnectReason::from_stored)
                 .transpose()
                 .map_err(|_| corrupt("disconnect reason"))?,
             reconnect_count: u64::try_from(self.reconnect_count)
