@@ -25,6 +25,8 @@ pub struct Settings {
     pub ws: WsSettings,
     /// `[events]`.
     pub events: EventSettings,
+    /// `[mcp]`.
+    pub mcp: McpSettings,
     /// `[log]`.
     pub log: LogSettings,
 }
@@ -43,6 +45,18 @@ pub struct WsSettings {
     pub ping_interval_secs: u64,
     /// Ticket lifetime, s.
     pub ticket_ttl_secs: u64,
+}
+
+/// `[mcp]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpSettings {
+    /// Loopback peers may use `/mcp` without the API key.
+    pub open_on_loopback: bool,
+    /// Comma-separated `Host` values accepted ("" = loopback names and the bind address).
+    pub allowed_hosts: String,
+    /// Comma-separated `Origin` values accepted ("" = as `ws.allowed_origins`).
+    pub allowed_origins: String,
 }
 
 /// `[events]`.
@@ -138,6 +152,11 @@ pub struct SessionSettings {
 pub struct LogSettings {
     /// tracing filter.
     pub level: String,
+}
+
+/// The non-empty items of a comma-separated setting.
+fn split_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// A setting that stops the start, with the setting's name in the message.
@@ -246,6 +265,19 @@ impl Settings {
                 "ws.allowed_origins: {bad_origin:?} is not an origin like https://host[:port]"
             )));
         }
+        if let Some(bad_origin) = self
+            .mcp_origins()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+        {
+            return Err(ConfigError(format!(
+                "mcp.allowed_origins: {bad_origin:?} is not an origin like https://host[:port]"
+            )));
+        }
+        if let Some(bad_host) = self.mcp_hosts().find(|h| h.contains('/')) {
+            return Err(ConfigError(format!(
+                "mcp.allowed_hosts: {bad_host:?} is not a host or host:port"
+            )));
+        }
         if self.sessions.sweep_interval_secs == 0 {
             return bad("sessions.sweep_interval_secs must be at least 1");
         }
@@ -276,20 +308,22 @@ impl Settings {
 
     /// The retired secrets, split.
     pub fn retired_secrets(&self) -> impl Iterator<Item = &str> {
-        self.auth
-            .retired_secrets
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+        split_list(&self.auth.retired_secrets)
     }
 
     /// The configured WebSocket origins, split.
     pub fn origins(&self) -> impl Iterator<Item = &str> {
-        self.ws
-            .allowed_origins
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+        split_list(&self.ws.allowed_origins)
+    }
+
+    /// The configured `Host` values for `/mcp`, split.
+    pub fn mcp_hosts(&self) -> impl Iterator<Item = &str> {
+        split_list(&self.mcp.allowed_hosts)
+    }
+
+    /// The configured `Origin` values for `/mcp`, split.
+    pub fn mcp_origins(&self) -> impl Iterator<Item = &str> {
+        split_list(&self.mcp.allowed_origins)
     }
 
     /// The token lifetime.

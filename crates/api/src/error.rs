@@ -124,7 +124,15 @@ impl ResponseError for ApiError {
                 body(status, ResultCode::InternalError.as_str(), "Internal error")
             }
             Self::BadRequest(detail) => body(status, "invalid_request", detail),
-            Self::Unauthorized => body(status, "unauthorized", "Missing or invalid API key"),
+            Self::Unauthorized => {
+                let mut reply = body(status, "unauthorized", "Missing or invalid API key");
+                // RFC 6750 §3 (and the MCP authorization spec): say which scheme is expected.
+                reply.headers_mut().insert(
+                    actix_web::http::header::WWW_AUTHENTICATE,
+                    actix_web::http::header::HeaderValue::from_static("Bearer realm=\"tether\""),
+                );
+                reply
+            }
             Self::PayloadTooLarge(_) => body(status, "payload_too_large", &self.to_string()),
             Self::NoRoute => body(status, "not_found", "No such route"),
             Self::OriginNotAllowed => body(

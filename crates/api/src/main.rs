@@ -5,6 +5,7 @@ mod config;
 mod drain;
 mod dto;
 mod error;
+mod mcp;
 mod routes;
 mod startup;
 mod state;
@@ -45,6 +46,7 @@ async fn main() -> ExitCode {
     let _ = writeln!(out, "tether listening on http://{}", app.addr());
     let _ = writeln!(out, "  API:    {base}/sessions");
     let _ = writeln!(out, "  health: {base}/health");
+    let _ = writeln!(out, "  MCP:    http://{}/mcp", app.addr());
     if let Some(key) = app.generated_api_key() {
         let _ = writeln!(
             out,

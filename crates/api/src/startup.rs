@@ -18,6 +18,7 @@ use tether_realtime::{Hub, RealtimeConfig, Tickets};
 use crate::config::Settings;
 use crate::drain::InFlight;
 use crate::error::ApiError;
+use crate::mcp::McpEndpoint;
 use crate::routes;
 use crate::state::{ApiKey, AppState};
 
@@ -76,6 +77,7 @@ pub struct Application {
     hub: Hub,
     inflight: InFlight,
     drain_timeout: Duration,
+    mcp_cancel: rmcp_actix_web::transport::CancellationToken,
 }
 
 fn realtime_config(settings: &Settings) -> RealtimeConfig {
@@ -195,6 +197,21 @@ impl Application {
             source,
         })?;
 
+        let origins = allowed_origins(&settings, addr);
+        let mcp_origins: Vec<String> = settings.mcp_origins().map(str::to_owned).collect();
+        let mcp_cancel = rmcp_actix_web::transport::CancellationToken::new();
+        let mcp = McpEndpoint::new(
+            manager.clone(),
+            &settings,
+            addr,
+            if mcp_origins.is_empty() {
+                origins.clone()
+            } else {
+                mcp_origins
+            },
+            mcp_cancel.clone(),
+        );
+
         let state = web::Data::new(AppState {
             manager: manager.clone(),
             db: db.clone(),
@@ -202,7 +219,7 @@ impl Application {
             expires_in_minutes: settings.auth.token_expiry_minutes,
             hub: hub.clone(),
             tickets: Tickets::new(clock, Duration::from_secs(settings.ws.ticket_ttl_secs)),
-            allowed_origins: allowed_origins(&settings, addr),
+            allowed_origins: origins,
         });
 
         let inflight = InFlight::default();
@@ -236,6 +253,7 @@ impl Application {
                         Ok(res)
                     }
                 })
+                .service(mcp.clone().scope())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -262,6 +280,7 @@ impl Application {
             hub,
             inflight,
             drain_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
+            mcp_cancel,
         })
     }
 
@@ -301,6 +320,9 @@ impl Application {
                 if tokio::time::timeout(self.drain_timeout, self.inflight.drained()).await.is_err() {
                     tracing::warn!(in_flight = self.inflight.count(), "drain timed out");
                 }
+                // Ends MCP event streams, which would otherwise hold their connections open; the
+                // sessions stay in the database and are restored by the next request.
+                self.mcp_cancel.cancel();
                 handle.stop(true).await;
                 server.await
             }
