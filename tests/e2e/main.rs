@@ -3,6 +3,8 @@
 //! set (in CI it must be).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod mcp;
+mod mcp_python;
 mod outage;
 mod support;
 mod ws;

@@ -1,0 +1,1 @@
+//! MCP over the real binary with rmcp's own client.
