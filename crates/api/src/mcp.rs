@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode, header};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{Scope, web};
+use actix_web::{HttpMessage as _, HttpResponse, Scope, web};
+use futures_util::StreamExt as _;
 use rmcp_actix_web::transport::{CancellationToken, LocalSessionManager, StreamableHttpService};
 use tether_domain::SessionManager;
 use tether_mcp::{DurableSessionManager, McpSessions, SessionTools, TetherServer};
@@ -84,11 +86,11 @@ struct McpAccess {
 }
 
 /// The API key, checked before rmcp sees the request (rmcp-actix-web strips `Authorization`
-/// before the tools, so nothing downstream can leak it).
+/// before the tools, so nothing downstream can leak it); then the body is held to JSON-RPC.
 async fn require_key(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
     let keyed = req
         .app_data::<web::Data<AppState>>()
         .zip(bearer(req.request()))
@@ -100,7 +102,76 @@ async fn require_key(
     if !(keyed || open) {
         return Err(ApiError::Unauthorized.into());
     }
-    next.call(req).await
+    let json_post = req.method() == Method::POST
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+    if json_post {
+        let body = match read_body(&mut req).await {
+            Ok(body) => body,
+            Err(reply) => return Ok(req.into_response(reply).map_into_right_body()),
+        };
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            let reply = jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                &format!("Parse error: {e}"),
+            );
+            return Ok(req.into_response(reply).map_into_right_body());
+        }
+        req.set_payload(Payload::from(body));
+    }
+    let res = next.call(req).await?;
+    // rmcp answers 415 when a JSON body is not a JSON-RPC message; the transport spec names 400
+    // (with a JSON-RPC error and no id) for input the server cannot accept.
+    if json_post && res.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        let reply = jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: the body is not a JSON-RPC message",
+        );
+        return Ok(res.into_response(reply).map_into_right_body());
+    }
+    Ok(res.map_into_boxed_body().map_into_left_body())
+}
+
+/// The whole body, at most [`MAX_BODY`] bytes (413 beyond).
+async fn read_body(req: &mut ServiceRequest) -> Result<web::Bytes, HttpResponse> {
+    let mut payload = req.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                &format!("Parse error: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(jsonrpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                &format!("Invalid Request: the body exceeds {MAX_BODY} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// A JSON-RPC error response without an id (the request could not be read).
+fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": code, "message": message },
+    }))
 }
 
 /// DNS-rebinding protection: the configured hosts, or the loopback names plus the bound address.
