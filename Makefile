@@ -9,8 +9,10 @@ run:
 	$(CARGO) run -p tether-api --bin tether
 
 ## Every test: unit, integration (SQLite always; PostgreSQL when TETHER_TEST_POSTGRES_URL is set),
-## end-to-end against the real binary, and doctests.
+## end-to-end against the real binary (including the official Python MCP SDK, installed from PyPI
+## into target/mcp-venv on first use), and doctests.
 test:
+	tests/mcp_interop/setup.sh
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

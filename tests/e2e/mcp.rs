@@ -345,7 +345,7 @@ async fn postgres_a_session_moves_between_instances() {
         .send()
         .await
         .unwrap();
-    assert!(del.status().is_success(), "{}", del.status());
+    assert_eq!(del.status().as_u16(), 204);
     let (_, row) = a.get(&format!("/sessions/{sid}")).await;
     assert_eq!(row["status"], "disconnected");
     assert_eq!(row["disconnect_reason"], "client_closed");
@@ -430,6 +430,8 @@ async fn bad_mcp_input_gets_the_protocols_answer_and_creates_nothing() {
         .await;
         assert_eq!(status, 200, "{reply}");
         assert_eq!(reply["result"]["isError"], true, "{args}: {reply}");
+        let failure = &reply["result"]["structuredContent"];
+        assert_eq!(failure["code"], "invalid_request", "{args}: {reply}");
     }
     let (_, _, reply) = raw(&url, &in_session, &tools_call("no_such_tool", json!({}))).await;
     assert_eq!(reply["error"]["code"], -32602, "{reply}");

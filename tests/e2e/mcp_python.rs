@@ -1,1 +1,204 @@
-//! The official Python MCP client against the real binary (written by the interop work).
+//! The official Python MCP client (`mcp` 2.3.0, `tests/mcp_interop`) against the real binary:
+//! `interop.py` (protocol sessions, the 2026-07-28 handle mode, refused arguments) and the README's
+//! `readme_snippet.py`, on SQLite and PostgreSQL.
+//!
+//! The Python is the venv `tests/mcp_interop/setup.sh` makes: `TETHER_TEST_PYTHON` if set, else
+//! `${TETHER_MCP_VENV:-target/mcp-venv}/bin/python`. Without it the tests are skipped loudly; in CI
+//! (`CI` set) they fail instead.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::support::{Db, KEY, Server};
+
+/// How long one script may run before it is killed.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::canonicalize(&root).unwrap_or(root)
+}
+
+/// The venv's python, or `None` (skip) outside CI when there is none.
+fn python() -> Option<PathBuf> {
+    if let Some(explicit) = std::env::var_os("TETHER_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(explicit);
+        assert!(
+            path.is_file(),
+            "TETHER_TEST_PYTHON={} does not exist",
+            path.display()
+        );
+        return Some(path);
+    }
+    let venv = std::env::var_os("TETHER_MCP_VENV")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from("target/mcp-venv"), PathBuf::from);
+    let path = repo_root().join(venv).join("bin/python");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no Python MCP SDK at {}: run tests/mcp_interop/setup.sh (or set TETHER_TEST_PYTHON); \
+         the Python interop tests may not be skipped in CI",
+        path.display()
+    );
+    eprintln!(
+        "\n*** SKIPPING Python MCP SDK end-to-end test: no {} (run tests/mcp_interop/setup.sh) ***\n",
+        path.display()
+    );
+    None
+}
+
+/// What a script did: `None` status when it was killed for taking longer than `SCRIPT_TIMEOUT`.
+struct Ran {
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    fn report(&self, what: &str) -> String {
+        let status = self.status.map_or_else(
+            || format!("killed after {} s", SCRIPT_TIMEOUT.as_secs()),
+            |s| s.to_string(),
+        );
+        format!(
+            "{what}: {status}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        )
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Runs `tests/mcp_interop/<script>` with `python`, killed after `SCRIPT_TIMEOUT`.
+fn run_script(python: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let mut cmd = Command::new(python);
+    cmd.arg(repo_root().join("tests/mcp_interop").join(script))
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        // The server is on loopback: no proxy from the developer's shell may get in between.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        cmd.env_remove(var).env_remove(var.to_lowercase());
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ran {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// `interop.py`, then the README snippet, against one fresh server.
+async fn python_sdk(python: &Path, db: &Db) {
+    let server = Server::start(&db.url());
+    let rest = server.base.clone();
+    let mcp = rest.replace("/api/mcp", "/mcp");
+
+    let ran = run_script(
+        python,
+        "interop.py",
+        &["--url", &mcp, "--key", KEY, "--rest", &rest],
+        &[],
+    );
+    println!("{}", ran.report("interop.py"));
+    assert!(ran.succeeded(), "{}", ran.report("interop.py"));
+    let last = ran.stdout.trim_end().lines().last().unwrap_or_default();
+    let counts: Vec<&str> = last.split(' ').collect();
+    assert!(
+        matches!(counts[..], [n, "passed,", "0", "failed"] if n.parse::<u32>().is_ok_and(|n| n > 0)),
+        "interop.py must close with `N passed, 0 failed`: {last:?}"
+    );
+
+    let ran = run_script(
+        python,
+        "readme_snippet.py",
+        &[],
+        &[("MCP_API_KEY", KEY), ("TETHER_MCP_URL", &mcp)],
+    );
+    println!("{}", ran.report("readme_snippet.py"));
+    assert!(ran.succeeded(), "{}", ran.report("readme_snippet.py"));
+    let id = ran
+        .stdout
+        .split("'session_id': '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no session_id printed:\n{}", ran.stdout));
+    assert!(
+        ran.stdout.contains("'reconnect_token': 'eyJ"),
+        "no token printed:\n{}",
+        ran.stdout
+    );
+    let (status, session) = server.get(&format!("/sessions/{id}")).await;
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(
+        session["status"], "active",
+        "the snippet leaves its session open for the token: {session}"
+    );
+
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(
+        !log.contains(KEY),
+        "the API key reached the server log:\n{log}"
+    );
+    drop(server);
+}
+
+#[actix_rt::test]
+async fn sqlite_mcp_python_sdk() {
+    let Some(python) = python() else {
+        return;
+    };
+    let db = Db::sqlite();
+    python_sdk(&python, &db).await;
+    db.remove().await;
+}
+
+#[actix_rt::test]
+async fn postgres_mcp_python_sdk() {
+    let Some(python) = python() else {
+        return;
+    };
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    python_sdk(&python, &db).await;
+    db.remove().await;
+}

@@ -127,7 +127,13 @@ async fn require_key(
         }
         req.set_payload(Payload::from(body));
     }
-    let res = next.call(req).await?;
+    let is_delete = req.method() == Method::DELETE;
+    let mut res = next.call(req).await?;
+    // rmcp answers a session DELETE with 202; the work is done (the session has ended), and
+    // clients such as the Python SDK expect 200 or 204.
+    if is_delete && res.status() == StatusCode::ACCEPTED {
+        *res.response_mut().status_mut() = StatusCode::NO_CONTENT;
+    }
     // rmcp answers 415 when a JSON body is not a JSON-RPC message; the transport spec names 400
     // (with a JSON-RPC error and no id) for input the server cannot accept.
     if json_post && res.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {

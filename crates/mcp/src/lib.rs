@@ -28,7 +28,7 @@
 //! // The registry: any SessionStore (tether-persistence's SQLite/PostgreSQL in the binary).
 //! let secret = tether_auth::Secret::new(vec![7u8; 32])?;
 //! let tokens = tether_auth::Authority::new(
-//!     tether_auth::Keyring::new(secret), "tether".into(), "tether-reconnect".into(),
+//!     tether_auth::Keyring::new(secret), "tether", "tether-reconnect",
 //!     Duration::from_secs(15 * 60),
 //! )?;
 //! let manager = SessionManager::new(

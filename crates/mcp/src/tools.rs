@@ -233,11 +233,12 @@ impl Caller {
                 .extensions
                 .get::<ProtocolSession>()
                 .map(|p| p.id().to_owned()),
+            // The request's own `_meta` first (sessionless clients send their clientInfo there;
+            // their peer info is rmcp's placeholder), then the session's handshake.
             client_name: rc
-                .peer
-                .peer_info()
-                .map(|p| p.client_info.name.clone())
-                .filter(|n| !n.trim().is_empty()),
+                .client_info()
+                .map(|i| i.name)
+                .filter(|n| !n.trim().is_empty() && n != "rmcp"),
         }
     }
 }
@@ -339,7 +340,15 @@ impl SessionTools {
             let args = ctx.arguments.clone().unwrap_or_default();
             let (tools, run) = (tools.clone(), run.clone());
             Box::pin(async move {
-                let args: A = parse_json_object(args)?;
+                // Bad arguments are a tool error the model can correct (as rmcp's own tools
+                // answer), with the contract's shape.
+                let args: A = match parse_json_object(args) {
+                    Ok(args) => args,
+                    Err(e) => {
+                        let detail = format!("invalid arguments: {}", e.message);
+                        return Ok(ToolError::invalid(detail).into_result().into());
+                    }
+                };
                 let result = match run(tools, caller, args).await {
                     Ok(out) => match serde_json::to_value(out) {
                         Ok(v) => CallToolResult::structured(v),
