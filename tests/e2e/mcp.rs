@@ -465,3 +465,19 @@ async fn bad_mcp_input_gets_the_protocols_answer_and_creates_nothing() {
     drop(server);
     db.remove().await;
 }
+
+#[actix_rt::test]
+async fn open_on_loopback_lets_local_clients_in_without_the_key() {
+    let db = Db::sqlite();
+    let mut env = base_env(&db.url());
+    env.push(("TETHER_MCP__OPEN_ON_LOOPBACK".into(), "true".into()));
+    let server = Server::start_with(&env);
+    let (status, sid, reply) = raw(&mcp_url(&server), &[], INIT).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(sid.is_some());
+    // Only the MCP endpoint: the management API still needs the key.
+    let (status, _) = server.call("GET", "/sessions", None, false).await;
+    assert_eq!(status, 401);
+    drop(server);
+    db.remove().await;
+}

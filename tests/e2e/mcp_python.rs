@@ -202,3 +202,86 @@ async fn postgres_mcp_python_sdk() {
     python_sdk(&python, &db).await;
     db.remove().await;
 }
+
+/// The README's promise: the Python client's next call after a restart of `tether` (same port, same
+/// database) works on the same session, with no 404 and no new `initialize`.
+async fn python_client_survives_restart(python: &Path, db: &Db) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+
+    let first = Server::start(&db.url());
+    let mcp = first.base.replace("/api/mcp", "/mcp");
+    let port = mcp
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let mut child = Command::new(python)
+        .arg(repo_root().join("tests/mcp_interop/restart.py"))
+        .args(["--url", &mcp, "--key", KEY])
+        .env("PYTHONUNBUFFERED", "1")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = drain(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next_line = || rx.recv_timeout(SCRIPT_TIMEOUT).unwrap_or_default();
+    let before = next_line();
+    let id = before
+        .strip_prefix("before ")
+        .unwrap_or_else(|| panic!("unexpected {before:?}"))
+        .to_owned();
+
+    assert!(first.terminate().success());
+    let mut env = crate::support::base_env(&db.url());
+    env.retain(|(k, _)| k != "TETHER_SERVER__BIND");
+    env.push(("TETHER_SERVER__BIND".into(), format!("127.0.0.1:{port}")));
+    let second = Server::start_with(&env);
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+
+    let after = next_line();
+    let token = next_line();
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = stderr.join().unwrap();
+    assert_eq!(after, format!("after {id}"), "stderr:\n{err}");
+    assert_eq!(token, "token-ok", "stderr:\n{err}");
+    let (_, list) = second.get("/sessions").await;
+    assert_eq!(
+        list["sessions"].as_array().unwrap().len(),
+        1,
+        "no second session: {list}"
+    );
+    drop(second);
+}
+
+#[actix_rt::test]
+async fn sqlite_python_client_survives_a_restart() {
+    let Some(python) = python() else {
+        return;
+    };
+    let db = Db::sqlite();
+    python_client_survives_restart(&python, &db).await;
+    db.remove().await;
+}
+
+#[actix_rt::test]
+async fn postgres_python_client_survives_a_restart() {
+    let Some(python) = python() else {
+        return;
+    };
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    python_client_survives_restart(&python, &db).await;
+    db.remove().await;
+}
