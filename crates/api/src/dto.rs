@@ -24,8 +24,15 @@ pub async fn read_json<T: DeserializeOwned>(payload: web::Payload) -> Result<Opt
         .await
         .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY))?
         .map_err(|_| ApiError::BadRequest("could not read the request body".into()))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok(None);
+    };
+    // serde reads a struct from a JSON array too (`["t","1.0"]` would open a session): every body
+    // of the contract is an object, and anything else is refused before serde sees it.
+    if *first != b'{' {
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
     }
     serde_json::from_slice(&bytes)
         .map(Some)

@@ -3,7 +3,7 @@
 //! `session_exists`, `payload_too_large`, `not_found`). Unknown causes are logged with their chain and
 //! answered with an opaque 500.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use tether_domain::{Error as DomainError, ResultCode};
 
@@ -31,6 +31,32 @@ pub enum ApiError {
     /// A browser page from an origin that is not allowed.
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// A method the route does not serve; the methods it does.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// A failed reconnect: whatever the cause, the contract's detail is `Reconnection failed: <code>`.
+    #[error("reconnection failed: {0}")]
+    ReconnectFailed(ResultCode),
+}
+
+impl ApiError {
+    /// A reconnect's failure in the contract's words (logging what the code alone would hide).
+    pub fn reconnect(e: DomainError) -> Self {
+        match &e {
+            DomainError::Invalid { .. } | DomainError::Policy(_) | DomainError::AlreadyExists => {
+                Self::Domain(e)
+            }
+            DomainError::Unavailable(_) => {
+                tracing::warn!(error = %tether_domain::error_chain(&e), "reconnect: database unavailable");
+                Self::ReconnectFailed(ResultCode::DatabaseUnavailable)
+            }
+            DomainError::Internal(_) => {
+                tracing::error!(error = %tether_domain::error_chain(&e), "reconnect: internal error");
+                Self::ReconnectFailed(ResultCode::InternalError)
+            }
+            other => Self::ReconnectFailed(other.code().unwrap_or(ResultCode::InternalError)),
+        }
+    }
 }
 
 /// `{"success": false, "code", "detail"}`, in that order (a struct, since `json!` sorts keys).
@@ -82,13 +108,30 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::ReconnectFailed(code) => status_of(*code),
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        let mut reply = self.reply();
+        if reply.status() == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §15.5.2: a 401 names the scheme it wants (RFC 6750 §3 for bearer keys).
+            reply.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"tether\""),
+            );
+        }
+        reply
+    }
+}
+
+impl ApiError {
+    /// The response before the headers every error carries.
+    fn reply(&self) -> HttpResponse {
         let status = self.status_code();
         match self {
-            Self::Domain(DomainError::Reconnect(code)) => body(
+            Self::Domain(DomainError::Reconnect(code)) | Self::ReconnectFailed(code) => body(
                 status,
                 code.as_str(),
                 &format!("Reconnection failed: {code}"),
@@ -124,17 +167,20 @@ impl ResponseError for ApiError {
                 body(status, ResultCode::InternalError.as_str(), "Internal error")
             }
             Self::BadRequest(detail) => body(status, "invalid_request", detail),
-            Self::Unauthorized => {
-                let mut reply = body(status, "unauthorized", "Missing or invalid API key");
-                // RFC 6750 §3 (and the MCP authorization spec): say which scheme is expected.
-                reply.headers_mut().insert(
-                    actix_web::http::header::WWW_AUTHENTICATE,
-                    actix_web::http::header::HeaderValue::from_static("Bearer realm=\"tether\""),
-                );
-                reply
-            }
+            Self::Unauthorized => body(status, "unauthorized", "Missing or invalid API key"),
             Self::PayloadTooLarge(_) => body(status, "payload_too_large", &self.to_string()),
             Self::NoRoute => body(status, "not_found", "No such route"),
+            Self::MethodNotAllowed(allow) => {
+                let mut reply = body(
+                    status,
+                    "method_not_allowed",
+                    &format!("This route serves {allow}"),
+                );
+                if let Ok(value) = header::HeaderValue::from_str(allow) {
+                    reply.headers_mut().insert(header::ALLOW, value);
+                }
+                reply
+            }
             Self::OriginNotAllowed => body(
                 status,
                 "origin_not_allowed",

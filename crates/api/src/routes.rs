@@ -3,7 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use tether_domain::{
-    DisconnectReason, Error as DomainError, ListQuery, Metadata, NewSession, SessionId,
+    DisconnectReason, Error as DomainError, ListQuery, Metadata, NewSession, ResultCode, SessionId,
     SessionStatus, SessionView,
 };
 
@@ -14,22 +14,46 @@ use crate::state::{AppState, Authorized};
 /// Default page size of `GET /sessions`.
 const DEFAULT_PAGE: u32 = 50;
 
-/// Mounts every route.
+/// Mounts every route. Each path is one resource: a method it does not serve answers 405 with
+/// `Allow`, and `HEAD` works wherever `GET` does.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/mcp")
-            .route("/health", web::get().to(health))
-            .route("/sessions", web::post().to(create))
-            .route("/sessions", web::get().to(list))
-            .route("/sessions/{id}", web::get().to(get))
-            .route("/sessions/{id}", web::delete().to(disconnect))
-            .route("/sessions/{id}/activity", web::post().to(activity))
-            .route("/sessions/{id}/token", web::get().to(token))
-            .route("/sessions/{id}/token", web::post().to(token))
-            .route("/sessions/{id}/reconnect", web::post().to(reconnect))
-            .route("/ws/ticket", web::post().to(ws_ticket))
-            .route("/ws/sessions", web::get().to(ws_sessions)),
+            .service(resource("/health", "GET, HEAD").route(read().to(health)))
+            .service(
+                resource("/sessions", "GET, HEAD, POST")
+                    .route(web::post().to(create))
+                    .route(read().to(list)),
+            )
+            .service(
+                resource("/sessions/{id}", "GET, HEAD, DELETE")
+                    .route(read().to(get))
+                    .route(web::delete().to(disconnect)),
+            )
+            .service(resource("/sessions/{id}/activity", "POST").route(web::post().to(activity)))
+            .service(
+                resource("/sessions/{id}/token", "GET, HEAD, POST")
+                    .route(read().to(token))
+                    .route(web::post().to(token)),
+            )
+            .service(
+                resource("/sessions/{id}/reconnect", "POST").route(web::post().to(reconnect)),
+            )
+            .service(resource("/ws/ticket", "POST").route(web::post().to(ws_ticket)))
+            .service(resource("/ws/sessions", "GET").route(web::get().to(ws_sessions))),
     );
+}
+
+/// A path whose other methods answer 405 naming the `allow`ed ones.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow))
+    }))
+}
+
+/// `GET`, and `HEAD` (actix sends the head without the body).
+fn read() -> actix_web::Route {
+    web::route().guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
 }
 
 /// Answer for any route that does not exist.
@@ -165,9 +189,15 @@ async fn token(_: Authorized, state: web::Data<AppState>, id: web::Path<String>)
 
 /// No API key: the reconnect token is the credential.
 async fn reconnect(state: web::Data<AppState>, id: web::Path<String>, body: web::Payload) -> Reply {
-    let id = session_id(&id)?;
+    // No session can have a malformed id: that is `session_not_found`, like any unknown id.
+    let id = SessionId::parse(&id)
+        .map_err(|_| ApiError::ReconnectFailed(ResultCode::SessionNotFound))?;
     let body: dto::Reconnect = dto::require_json(body).await?;
-    let done = state.manager.reconnect(&id, &body.token).await?;
+    let done = state
+        .manager
+        .reconnect(&id, &body.token)
+        .await
+        .map_err(ApiError::reconnect)?;
     if done.repeated {
         tracing::info!(session_id = %id, "reconnect retried inside the grace window");
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, Service};
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use actix_web::{App, HttpServer, web};
 use tether_auth::{Authority, Keyring, Secret};
 use tether_domain::{
@@ -242,7 +243,12 @@ impl Application {
                     async move {
                         let res = fut.await;
                         drop(in_flight);
-                        let res = res?;
+                        let mut res = res?;
+                        // Responses carry tokens, tickets and session data: never cached, never
+                        // sniffed into another type.
+                        let headers = res.headers_mut();
+                        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
                         tracing::info!(
                             %method,
                             %path,

@@ -14,7 +14,8 @@ pub const MAX_SESSION_ID_LEN: usize = 128;
 /// Largest accepted metadata object, serialized as JSON.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-/// A session's id: 1–128 characters of `[A-Za-z0-9._:-]`.
+/// A session's id: 1–128 characters of `[A-Za-z0-9._:-]`, and not `.` or `..` (clients that
+/// normalise URL paths could never reach those).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(String);
 
@@ -22,8 +23,15 @@ impl SessionId {
     /// Validates `raw` as a session id.
     ///
     /// # Errors
-    /// [`Error::Invalid`] when it is empty, too long, or has a character outside `[A-Za-z0-9._:-]`.
+    /// [`Error::Invalid`] when it is empty, too long, `.` or `..`, or has a character outside
+    /// `[A-Za-z0-9._:-]`.
     pub fn parse(raw: &str) -> Result<Self, Error> {
+        if raw == "." || raw == ".." {
+            return Err(Error::invalid(
+                "session_id",
+                "must not be '.' or '..' (path segments)",
+            ));
+        }
         if raw.is_empty() || raw.len() > MAX_SESSION_ID_LEN {
             return Err(Error::invalid("session_id", "must be 1-128 characters"));
         }
@@ -516,6 +524,11 @@ mod tests {
         assert!(SessionId::parse("a b").is_err());
         assert!(SessionId::parse("a/b").is_err());
         assert!(SessionId::parse("é").is_err());
+        // Path segments that URL-normalising clients would never send as ids.
+        assert!(SessionId::parse(".").is_err());
+        assert!(SessionId::parse("..").is_err());
+        assert!(SessionId::parse("...").is_ok());
+        assert!(SessionId::parse(".a").is_ok());
     }
 
     #[test]

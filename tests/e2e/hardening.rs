@@ -1,0 +1,206 @@
+//! Every input held to the contract, and the HTTP hygiene of a public service (issue 7, items 7-10).
+
+use awc::http::Method;
+use serde_json::{Value, json};
+use tether_domain::{Clock as _, SystemClock};
+
+use crate::support::{Db, KEY, Server};
+use crate::{code, forge};
+
+/// One request with full control; status, headers and body text.
+async fn send(
+    server: &Server,
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+    auth: bool,
+) -> (u16, awc::http::header::HeaderMap, String) {
+    let client = awc::Client::default();
+    let mut req = client.request(method, format!("{}{path}", server.base));
+    if auth {
+        req = req.insert_header(("Authorization", format!("Bearer {KEY}")));
+    }
+    let mut resp = match body {
+        Some(b) => req.send_body(b.to_owned()).await.unwrap(),
+        None => req.send().await.unwrap(),
+    };
+    let bytes = resp.body().await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.headers().clone(),
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+fn header<'a>(h: &'a awc::http::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+#[actix_rt::test]
+async fn bodies_must_be_json_objects() {
+    let db = Db::sqlite();
+    let server = Server::start(&db.url());
+    let (status, body) = server
+        .call(
+            "POST",
+            "/sessions",
+            Some(r#"["t","1.0","arr-1",null,{}]"#),
+            true,
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+    assert_eq!(
+        server.get("/sessions/arr-1").await.0,
+        404,
+        "nothing created"
+    );
+    for junk in ["null", "42", r#""text""#, "true"] {
+        let (status, body) = server.call("POST", "/sessions", Some(junk), true).await;
+        assert_eq!(
+            (status, code(&body)),
+            (400, "invalid_request"),
+            "{junk}: {body}"
+        );
+    }
+
+    server.create("obj-1").await;
+    let token = server.mint("obj-1").await;
+    let array = json!([token]).to_string();
+    let (status, body) = server
+        .call("POST", "/sessions/obj-1/reconnect", Some(&array), false)
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+    let (status, body) = server.reconnect("obj-1", &token).await;
+    assert_eq!(
+        status, 200,
+        "the token was not spent by the refused array: {body}"
+    );
+    let (status, body) = server
+        .call("DELETE", "/sessions/obj-1", Some(r#"["admin"]"#), true)
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+    drop(server);
+    db.remove().await;
+}
+
+#[actix_rt::test]
+async fn dot_ids_are_refused() {
+    let db = Db::sqlite();
+    let server = Server::start(&db.url());
+    for id in [".", ".."] {
+        let (status, body) = server
+            .post("/sessions", &json!({"client_type": "t", "session_id": id}))
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (400, "invalid_request"),
+            "{id}: {body}"
+        );
+    }
+    // Dots inside an id are fine.
+    server.create("a.b..c").await;
+    assert_eq!(server.get("/sessions/a.b..c").await.0, 200);
+    drop(server);
+    db.remove().await;
+}
+
+#[actix_rt::test]
+async fn every_failed_reconnect_says_reconnection_failed() {
+    let db = Db::sqlite();
+    let server = Server::start(&db.url());
+    let (status, body) = server
+        .reconnect("ghost", &forge("ghost", SystemClock.now()))
+        .await;
+    assert_eq!((status, code(&body)), (404, "session_not_found"), "{body}");
+    assert_eq!(body["detail"], "Reconnection failed: session_not_found");
+    let (status, body) = server.reconnect("bad%20id", "x").await;
+    assert_eq!((status, code(&body)), (404, "session_not_found"), "{body}");
+    assert_eq!(body["detail"], "Reconnection failed: session_not_found");
+    server.create("ended").await;
+    let token = server.mint("ended").await;
+    server.call("DELETE", "/sessions/ended", None, true).await;
+    let (status, body) = server.reconnect("ended", &token).await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, "session_already_disconnected"),
+        "{body}"
+    );
+    assert_eq!(
+        body["detail"],
+        "Reconnection failed: session_already_disconnected"
+    );
+    drop(server);
+    db.remove().await;
+}
+
+#[actix_rt::test]
+async fn http_hygiene() {
+    let db = Db::sqlite();
+    let server = Server::start(&db.url());
+    server.create("h-1").await;
+
+    // 405 with Allow for a wrong method on a known route; 404 stays for unknown routes.
+    for (method, path, allow) in [
+        (Method::PUT, "/sessions", "GET, HEAD, POST"),
+        (Method::PATCH, "/sessions/h-1", "GET, HEAD, DELETE"),
+        (Method::GET, "/sessions/h-1/reconnect", "POST"),
+        (Method::DELETE, "/health", "GET, HEAD"),
+        (Method::GET, "/ws/ticket", "POST"),
+    ] {
+        let (status, headers, body) = send(&server, method.clone(), path, None, true).await;
+        assert_eq!(status, 405, "{method} {path}: {body}");
+        assert_eq!(header(&headers, "allow"), allow, "{method} {path}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(code(&body), "method_not_allowed");
+    }
+    // HEAD where GET works: the GET's status and headers, no body.
+    for path in ["/health", "/sessions", "/sessions/h-1"] {
+        let (status, headers, body) = send(&server, Method::HEAD, path, None, true).await;
+        assert_eq!(status, 200, "HEAD {path}");
+        assert!(body.is_empty(), "HEAD {path} sent a body");
+        assert_eq!(header(&headers, "content-type"), "application/json");
+    }
+
+    // Nothing that carries a token, ticket or key is cacheable; nothing is sniffed.
+    let (_, headers, token) = send(&server, Method::POST, "/sessions/h-1/token", None, true).await;
+    assert_eq!(header(&headers, "cache-control"), "no-store");
+    let token: Value = serde_json::from_str(&token).unwrap();
+    let reconnect = json!({"token": token["reconnect_token"]}).to_string();
+    let (status, headers, _) = send(
+        &server,
+        Method::POST,
+        "/sessions/h-1/reconnect",
+        Some(&reconnect),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "cache-control"), "no-store");
+    let (_, headers, _) = send(&server, Method::POST, "/ws/ticket", None, true).await;
+    assert_eq!(header(&headers, "cache-control"), "no-store");
+    for path in ["/health", "/sessions", "/no/such/route"] {
+        let (_, headers, _) = send(&server, Method::GET, path, None, true).await;
+        assert_eq!(
+            header(&headers, "x-content-type-options"),
+            "nosniff",
+            "{path}"
+        );
+    }
+
+    // Every 401 names its scheme.
+    let (status, headers, _) = send(&server, Method::GET, "/sessions", None, false).await;
+    assert_eq!(status, 401);
+    assert!(header(&headers, "www-authenticate").starts_with("Bearer"));
+    let (status, headers, _) = send(
+        &server,
+        Method::POST,
+        "/sessions/h-1/reconnect",
+        Some(&reconnect),
+        false,
+    )
+    .await;
+    assert_eq!(status, 401, "the spent token");
+    assert!(header(&headers, "www-authenticate").starts_with("Bearer"));
+    drop(server);
+    db.remove().await;
+}
