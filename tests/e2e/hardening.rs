@@ -204,3 +204,40 @@ async fn http_hygiene() {
     drop(server);
     db.remove().await;
 }
+
+/// A ticket is spent only by an upgrade that succeeds: a bad resume point or a broken handshake
+/// leaves it redeemable (issue 7 item 6).
+#[actix_rt::test]
+async fn a_refused_upgrade_does_not_burn_the_ticket() {
+    use crate::ws::{Auth, Dash};
+
+    let db = Db::sqlite();
+    let server = Server::start(&db.url());
+    let (_, ticket) = server.call("POST", "/ws/ticket", None, true).await;
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+
+    let refused = Dash::open(&server, "since=not-a-number", Auth::Ticket(&ticket), None).await;
+    assert_eq!(refused.err(), Some(400));
+    // A GET that is not a WebSocket handshake (no Sec-WebSocket-Key).
+    let url = format!("{}/ws/sessions?ticket={ticket}", server.base);
+    let resp = awc::Client::default()
+        .get(url)
+        .insert_header(("Upgrade", "websocket"))
+        .insert_header(("Connection", "Upgrade"))
+        .insert_header(("Sec-WebSocket-Version", "13"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
+    assert!(
+        Dash::open(&server, "", Auth::Ticket(&ticket), None)
+            .await
+            .is_ok(),
+        "the ticket survived both refusals"
+    );
+    let again = Dash::open(&server, "", Auth::Ticket(&ticket), None).await;
+    assert_eq!(again.err(), Some(401), "and is single use");
+    drop(server);
+    db.remove().await;
+}

@@ -230,29 +230,21 @@ async fn ws_sessions(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     if !tether_realtime::origin_allowed(&req, &state.allowed_origins) {
         return Err(ApiError::OriginNotAllowed);
     }
-    // A plain GET would fail the upgrade after the ticket was spent: refuse it first.
-    let upgrade = req
-        .headers()
-        .get(actix_web::http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !upgrade {
-        return Err(ApiError::BadRequest(
-            "not a WebSocket upgrade request".into(),
-        ));
-    }
+    // Everything that can fail the upgrade is checked before a ticket is spent: a refused
+    // handshake or resume point must leave the ticket redeemable.
+    actix_http::ws::verify_handshake(req.head())
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade request: {e}")))?;
+    let since =
+        tether_realtime::resume_point(&req).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let by_key = crate::state::bearer(&req).is_some_and(|k| state.api_key.matches(k));
     if !by_key {
         let ticket = web::Query::<dto::WsQuery>::from_query(req.query_string())
             .ok()
             .and_then(|q| q.into_inner().ticket);
-        // A ticket is consumed only by a request that is otherwise acceptable.
         if !ticket.is_some_and(|t| state.tickets.redeem(&t)) {
             return Err(ApiError::Unauthorized);
         }
     }
-    let since =
-        tether_realtime::resume_point(&req).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     state
         .hub
         .connect(&req, body, since)
