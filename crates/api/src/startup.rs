@@ -270,7 +270,9 @@ impl Application {
         })?
         // Signals are ours (see drain.rs); actix's own stop then only has idle connections to close.
         .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        // The drain in `run` is the grace period (within `server.shutdown_timeout_secs`); a second
+        // one here doubled the time SIGTERM could take.
+        .shutdown_timeout(0);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
@@ -320,15 +322,23 @@ impl Application {
         let result = tokio::select! {
             done = &mut server => done,
             () = stop => {
+                // `server.shutdown_timeout_secs` is the whole budget, from the signal to the exit.
+                let deadline = tokio::time::Instant::now() + self.drain_timeout;
                 handle.pause().await;
                 let waiting = self.inflight.count();
                 tracing::info!(in_flight = waiting, "stopping: no new connections; draining");
-                if tokio::time::timeout(self.drain_timeout, self.inflight.drained()).await.is_err() {
+                if tokio::time::timeout_at(deadline, self.inflight.drained()).await.is_err() {
                     tracing::warn!(in_flight = self.inflight.count(), "drain timed out");
                 }
-                // Ends MCP event streams, which would otherwise hold their connections open; the
-                // sessions stay in the database and are restored by the next request.
+                // Ends MCP event streams and dashboards, which would otherwise hold their
+                // connections open; the sessions stay in the database and are restored by the next
+                // request.
                 self.mcp_cancel.cancel();
+                if tokio::time::timeout_at(deadline, self.hub.shutdown()).await.is_err() {
+                    tracing::warn!("the dashboards' hub did not stop within the budget");
+                }
+                // What is left are idle connections: actix's own grace is 0 (set in `build`), so
+                // this returns at once instead of adding another `shutdown_timeout_secs`.
                 handle.stop(true).await;
                 server.await
             }
