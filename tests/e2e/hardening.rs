@@ -283,3 +283,143 @@ async fn sigterm_takes_at_most_the_shutdown_budget() {
     drop(stalled);
     db.remove().await;
 }
+
+/// A TCP connection to the server from a chosen loopback address (127.0.0.x are all local).
+fn connect_from(source: [u8; 4], server: &Server) -> std::net::TcpStream {
+    let addr: std::net::SocketAddr = server
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/mcp")
+        .parse()
+        .unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((source, 0)).into())
+        .unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// Reads what the server sends until it closes (bounded).
+fn read_to_close(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read as _;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn env_with(db: &Db, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = crate::support::base_env(&db.url());
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    env
+}
+
+/// A body that never arrives is answered 408 and its connection closed; a head that never ends
+/// too (issue 7 item 3).
+#[actix_rt::test]
+async fn stalled_requests_time_out() {
+    use std::io::Write as _;
+
+    let db = Db::sqlite();
+    let server = Server::start_with(&env_with(
+        &db,
+        &[
+            ("TETHER_SERVER__BODY_TIMEOUT_MS", "500"),
+            ("TETHER_SERVER__HEADER_TIMEOUT_MS", "500"),
+        ],
+    ));
+    let mut body = connect_from([127, 0, 0, 1], &server);
+    write!(
+        body,
+        "POST /api/mcp/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Length: 1000\r\n\r\n{{"
+    )
+    .unwrap();
+    let mut mcp = connect_from([127, 0, 0, 1], &server);
+    write!(
+        mcp,
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: 1000\r\n\r\n{{"
+    )
+    .unwrap();
+    let mut head = connect_from([127, 0, 0, 1], &server);
+    write!(head, "GET /api/mcp/health HTTP/1.1\r\nHost: x\r\n").unwrap();
+
+    // Meanwhile everyone else is served.
+    assert_eq!(server.get("/health").await.0, 200);
+    let answer = read_to_close(&mut body);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    let answer = read_to_close(&mut mcp);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let answer = read_to_close(&mut head);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(server.get("/sessions").await.0, 200);
+    drop(server);
+    db.remove().await;
+}
+
+/// One address cannot hold every connection: past its cap, its new connections are closed at once,
+/// and other addresses are served (issue 7 item 3).
+#[actix_rt::test]
+async fn connections_per_address_are_capped() {
+    use std::io::Write as _;
+
+    let db = Db::sqlite();
+    let server = Server::start_with(&env_with(
+        &db,
+        &[("TETHER_SERVER__MAX_CONNECTIONS_PER_IP", "4")],
+    ));
+    let held: Vec<_> = (0..4)
+        .map(|_| connect_from([127, 0, 0, 2], &server))
+        .collect();
+    // The server has accepted them once a request on one of them is answered.
+    let mut probe = held[0].try_clone().unwrap();
+    write!(probe, "GET /api/mcp/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 12];
+    std::io::Read::read_exact(&mut probe, &mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+
+    let mut fifth = connect_from([127, 0, 0, 2], &server);
+    let _ = write!(fifth, "GET /api/mcp/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_to_close(&mut fifth), "", "refused without an answer");
+    let mut other = connect_from([127, 0, 0, 3], &server);
+    write!(
+        other,
+        "GET /api/mcp/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    assert!(read_to_close(&mut other).starts_with("HTTP/1.1 200"));
+
+    drop(held);
+    drop(probe);
+    // Slots come back when connections close (the server notices the close asynchronously).
+    let mut again = None;
+    for _ in 0..50 {
+        let mut c = connect_from([127, 0, 0, 2], &server);
+        let _ = write!(
+            c,
+            "GET /api/mcp/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let answer = read_to_close(&mut c);
+        if answer.starts_with("HTTP/1.1 200") {
+            again = Some(answer);
+            break;
+        }
+        server.get("/health").await;
+    }
+    assert!(again.is_some(), "the address got its slots back");
+    drop(server);
+    db.remove().await;
+}

@@ -79,6 +79,16 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Drain time on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Longest wait for a request's head, ms.
+    pub header_timeout_ms: u64,
+    /// Longest wait for a request's whole body, ms.
+    pub body_timeout_ms: u64,
+    /// Idle keep-alive, s.
+    pub keep_alive_secs: u64,
+    /// Open connections in total.
+    pub max_connections: usize,
+    /// Open connections per client address (0 = no cap).
+    pub max_connections_per_ip: usize,
 }
 
 /// `[database]`.
@@ -227,6 +237,12 @@ impl Settings {
             return bad(
                 "server.bind (TETHER_SERVER__BIND) must be an IP:port such as 127.0.0.1:8181",
             );
+        }
+        if self.server.header_timeout_ms == 0 || self.server.body_timeout_ms == 0 {
+            return bad("server.header_timeout_ms and server.body_timeout_ms must be at least 1");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections must be at least 1");
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be at least 1");

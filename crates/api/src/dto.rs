@@ -17,13 +17,20 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// body error, the size limit included, answers in the contract's JSON error shape.
 ///
 /// # Errors
-/// [`ApiError::PayloadTooLarge`] over the limit, [`ApiError::BadRequest`] for anything unparsable.
+/// [`ApiError::PayloadTooLarge`] over the limit, [`ApiError::RequestTimeout`] when the body did not
+/// arrive within `server.body_timeout_ms`, [`ApiError::BadRequest`] for anything unparsable.
 pub async fn read_json<T: DeserializeOwned>(payload: web::Payload) -> Result<Option<T>, ApiError> {
     let bytes = payload
         .to_bytes_limited(MAX_BODY)
         .await
         .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY))?
-        .map_err(|_| ApiError::BadRequest("could not read the request body".into()))?;
+        .map_err(|e| {
+            if crate::limits::is_body_timeout_error(&e) {
+                ApiError::RequestTimeout
+            } else {
+                ApiError::BadRequest("could not read the request body".into())
+            }
+        })?;
     let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok(None);
     };

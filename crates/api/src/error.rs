@@ -31,6 +31,9 @@ pub enum ApiError {
     /// A browser page from an origin that is not allowed.
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// The body did not arrive within `server.body_timeout_ms`.
+    #[error("request body timeout")]
+    RequestTimeout,
     /// A method the route does not serve; the methods it does.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -110,6 +113,7 @@ impl ResponseError for ApiError {
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::ReconnectFailed(code) => status_of(*code),
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -170,6 +174,11 @@ impl ApiError {
             Self::Unauthorized => body(status, "unauthorized", "Missing or invalid API key"),
             Self::PayloadTooLarge(_) => body(status, "payload_too_large", &self.to_string()),
             Self::NoRoute => body(status, "not_found", "No such route"),
+            Self::RequestTimeout => body(
+                status,
+                "request_timeout",
+                "The request body did not arrive in time (server.body_timeout_ms)",
+            ),
             Self::MethodNotAllowed(allow) => {
                 let mut reply = body(
                     status,

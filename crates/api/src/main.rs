@@ -5,6 +5,7 @@ mod config;
 mod drain;
 mod dto;
 mod error;
+mod limits;
 mod mcp;
 mod routes;
 mod startup;

@@ -153,11 +153,19 @@ async fn read_body(req: &mut ServiceRequest) -> Result<web::Bytes, HttpResponse>
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            jsonrpc_error(
-                StatusCode::BAD_REQUEST,
-                -32700,
-                &format!("Parse error: {e}"),
-            )
+            if crate::limits::is_body_timeout(&e) {
+                jsonrpc_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    -32600,
+                    "Invalid Request: the body did not arrive in time",
+                )
+            } else {
+                jsonrpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32700,
+                    &format!("Parse error: {e}"),
+                )
+            }
         })?;
         if body.len() + chunk.len() > MAX_BODY {
             return Err(jsonrpc_error(

@@ -36,9 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(read().to(token))
                     .route(web::post().to(token)),
             )
-            .service(
-                resource("/sessions/{id}/reconnect", "POST").route(web::post().to(reconnect)),
-            )
+            .service(resource("/sessions/{id}/reconnect", "POST").route(web::post().to(reconnect)))
             .service(resource("/ws/ticket", "POST").route(web::post().to(ws_ticket)))
             .service(resource("/ws/sessions", "GET").route(web::get().to(ws_sessions))),
     );

@@ -19,6 +19,7 @@ use tether_realtime::{Hub, RealtimeConfig, Tickets};
 use crate::config::Settings;
 use crate::drain::InFlight;
 use crate::error::ApiError;
+use crate::limits::ConnectionCap;
 use crate::mcp::McpEndpoint;
 use crate::routes;
 use crate::state::{ApiKey, AppState};
@@ -225,15 +226,25 @@ impl Application {
 
         let inflight = InFlight::default();
         let counted = inflight.clone();
-        let mut server = HttpServer::new(move || {
+        let body_timeout = Duration::from_millis(settings.server.body_timeout_ms);
+        let cap = ConnectionCap::new(settings.server.max_connections_per_ip);
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
             let counted = counted.clone();
             App::new()
                 .app_data(state.clone())
                 .app_data(web::QueryConfig::default().error_handler(|e, _| {
                     ApiError::BadRequest(format!("bad query string: {e}")).into()
                 }))
-                .wrap_fn(move |req, srv| {
+                .wrap_fn(move |mut req, srv| {
                     let in_flight = counted.enter();
+                    crate::limits::body_deadline(
+                        &mut req,
+                        tokio::time::Instant::now() + body_timeout,
+                    );
                     let started = Instant::now();
                     let method = req.method().clone();
                     // The path only: the query string may carry a WebSocket ticket.
@@ -263,19 +274,26 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
+        // Before `listen`: actix takes the hook when it builds the listener's service.
+        .on_connect(move |conn, ext| cap.on_connect(conn, ext))
         .listen(listener)
         .map_err(|source| StartError::Bind {
             addr: addr.to_string(),
             source,
         })?
         // Signals are ours (see drain.rs); actix's own stop then only has idle connections to close.
+        .workers(workers)
+        // actix counts connections per worker: the total, split.
+        .max_connections(settings.server.max_connections.div_ceil(workers))
+        .client_request_timeout(Duration::from_millis(settings.server.header_timeout_ms))
+        .keep_alive(match settings.server.keep_alive_secs {
+            0 => actix_web::http::KeepAlive::Disabled,
+            secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
+        })
         .disable_signals()
         // The drain in `run` is the grace period (within `server.shutdown_timeout_secs`); a second
         // one here doubled the time SIGTERM could take.
         .shutdown_timeout(0);
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
         let server = server.run();
 
         let sweeper = tokio::spawn(sweep_forever(manager, db, settings.clone()));
