@@ -423,3 +423,223 @@ async fn connections_per_address_are_capped() {
     drop(server);
     db.remove().await;
 }
+
+/// One HTTP/1.1 request from `source` with `Connection: close`; the whole answer.
+fn http_from(source: [u8; 4], server: &Server, head: &str, body: &str) -> String {
+    use std::io::Write as _;
+    let mut c = connect_from(source, server);
+    write!(
+        c,
+        "{head}\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_to_close(&mut c)
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+fn assert_limited(answer: &str) {
+    assert_eq!(status_of(answer), 429, "{answer}");
+    assert!(answer.contains(r#""code":"rate_limited""#), "{answer}");
+    let retry = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .unwrap_or_else(|| panic!("no Retry-After in {answer}"));
+    assert!(retry.trim().parse::<u64>().unwrap() >= 1, "{answer}");
+}
+
+/// Every limit answers 429 `rate_limited` with `Retry-After`, per key, and leaves other keys alone
+/// (issue 7 item 11).
+#[actix_rt::test]
+async fn rate_limits_answer_429_per_key() {
+    let db = Db::sqlite();
+    let server = Server::start_with(&env_with(
+        &db,
+        &[
+            ("TETHER_LIMITS__RECONNECT_PER_ADDRESS", "3"),
+            ("TETHER_LIMITS__RECONNECT_PER_SESSION", "2"),
+            ("TETHER_LIMITS__FAILED_AUTH_PER_ADDRESS", "2"),
+            ("TETHER_LIMITS__TOKENS_PER_KEY", "3"),
+            ("TETHER_LIMITS__TICKETS_PER_KEY", "1"),
+            ("TETHER_LIMITS__SESSIONS_PER_KEY", "4"),
+            ("TETHER_LIMITS__WS_CONNECTS_PER_ADDRESS", "2"),
+        ],
+    ));
+    let reconnect = |id: &str| format!("POST /api/mcp/sessions/{id}/reconnect HTTP/1.1");
+    let garbage = r#"{"token":"garbage"}"#;
+
+    // Per session: the third attempt on one session is limited, another session is not.
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(&http_from(
+                [127, 0, 0, 5],
+                &server,
+                &reconnect("s1"),
+                garbage
+            )),
+            401
+        );
+    }
+    assert_limited(&http_from(
+        [127, 0, 0, 5],
+        &server,
+        &reconnect("s1"),
+        garbage,
+    ));
+    // Per address: 127.0.0.5 has spent its 3; 127.0.0.6 has not.
+    assert_limited(&http_from(
+        [127, 0, 0, 5],
+        &server,
+        &reconnect("s2"),
+        garbage,
+    ));
+    assert_eq!(
+        status_of(&http_from(
+            [127, 0, 0, 6],
+            &server,
+            &reconnect("s2"),
+            garbage
+        )),
+        401
+    );
+
+    // Failed keys: two, then the address is locked out, even with the right key.
+    let sessions = "GET /api/mcp/sessions HTTP/1.1\r\nAuthorization: Bearer wrong-key-0123456789";
+    assert_eq!(
+        status_of(&http_from([127, 0, 0, 7], &server, sessions, "")),
+        401
+    );
+    assert_eq!(
+        status_of(&http_from([127, 0, 0, 7], &server, sessions, "")),
+        401
+    );
+    assert_limited(&http_from([127, 0, 0, 7], &server, sessions, ""));
+    let right = format!("GET /api/mcp/sessions HTTP/1.1\r\nAuthorization: Bearer {KEY}");
+    assert_limited(&http_from([127, 0, 0, 7], &server, &right, ""));
+    assert_eq!(
+        status_of(&http_from([127, 0, 0, 8], &server, &right, "")),
+        200
+    );
+    // And on the MCP endpoint, the same lock-out.
+    let mcp = format!(
+        "POST /mcp HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream"
+    );
+    assert_limited(&http_from([127, 0, 0, 7], &server, &mcp, "{}"));
+
+    // Per key: session creations, token mints, tickets.
+    for i in 0..4 {
+        server.create(&format!("k{i}")).await;
+    }
+    let (status, body) = server.post("/sessions", &json!({"client_type": "t"})).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+    for _ in 0..3 {
+        server.mint("k0").await;
+    }
+    let (status, body) = server.call("POST", "/sessions/k1/token", None, true).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+    assert_eq!(server.call("POST", "/ws/ticket", None, true).await.0, 200);
+    let (status, body) = server.call("POST", "/ws/ticket", None, true).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+
+    // Dashboard connections per address (the test client is 127.0.0.1).
+    let _a = crate::ws::Dash::with_key(&server, "").await;
+    let _b = crate::ws::Dash::with_key(&server, "").await;
+    let refused = crate::ws::Dash::open(&server, "", crate::ws::Auth::Key(KEY), None).await;
+    assert_eq!(refused.err(), Some(429));
+    drop(server);
+    db.remove().await;
+}
+
+/// Behind a trusted proxy the client is the nearest untrusted `X-Forwarded-For` address; an
+/// untrusted peer's header is ignored.
+#[actix_rt::test]
+async fn forwarded_addresses_only_from_trusted_proxies() {
+    let db = Db::sqlite();
+    let server = Server::start_with(&env_with(
+        &db,
+        &[
+            ("TETHER_LIMITS__RECONNECT_PER_ADDRESS", "1"),
+            ("TETHER_LIMITS__TRUSTED_PROXIES", "127.0.0.9"),
+        ],
+    ));
+    let garbage = r#"{"token":"garbage"}"#;
+    let via = |xff: &str| {
+        format!("POST /api/mcp/sessions/p/reconnect HTTP/1.1\r\nX-Forwarded-For: {xff}")
+    };
+    // Through the trusted proxy, two clients have a budget each; a forged left-most entry is skipped.
+    assert_eq!(
+        status_of(&http_from(
+            [127, 0, 0, 9],
+            &server,
+            &via("10.0.0.1"),
+            garbage
+        )),
+        401
+    );
+    assert_limited(&http_from(
+        [127, 0, 0, 9],
+        &server,
+        &via("6.6.6.6, 10.0.0.1"),
+        garbage,
+    ));
+    assert_eq!(
+        status_of(&http_from(
+            [127, 0, 0, 9],
+            &server,
+            &via("10.0.0.2"),
+            garbage
+        )),
+        401
+    );
+    // From an untrusted peer the header means nothing: its own address is limited.
+    assert_eq!(
+        status_of(&http_from(
+            [127, 0, 0, 10],
+            &server,
+            &via("10.0.0.3"),
+            garbage
+        )),
+        401
+    );
+    assert_limited(&http_from(
+        [127, 0, 0, 10],
+        &server,
+        &via("10.0.0.4"),
+        garbage,
+    ));
+    drop(server);
+    db.remove().await;
+}
+
+/// Too many outstanding tickets is a client limit, 429 with `Retry-After`, not a 500 (issue 7
+/// item 4). With `limits.tickets_per_key` on (the default) the cap cannot be reached; here it is off.
+#[actix_rt::test]
+async fn too_many_outstanding_tickets_is_429() {
+    let db = Db::sqlite();
+    let server = Server::start_with(&env_with(&db, &[("TETHER_LIMITS__TICKETS_PER_KEY", "0")]));
+    let mut refused = None;
+    'mint: for _ in 0..(10_000 / 50 + 1) {
+        let batch = (0..50).map(|_| server.call("POST", "/ws/ticket", None, true));
+        for (status, body) in futures_util::future::join_all(batch).await {
+            if status != 200 {
+                refused = Some((status, body));
+                break 'mint;
+            }
+        }
+    }
+    let (status, body) = refused.expect("the outstanding cap was never reached");
+    assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+    assert!(
+        !server.stderr.lock().unwrap().contains("ERROR"),
+        "a client limit is not an error"
+    );
+    drop(server);
+    db.remove().await;
+}

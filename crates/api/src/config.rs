@@ -27,6 +27,8 @@ pub struct Settings {
     pub events: EventSettings,
     /// `[mcp]`.
     pub mcp: McpSettings,
+    /// `[limits]`.
+    pub limits: LimitSettings,
     /// `[log]`.
     pub log: LogSettings,
 }
@@ -57,6 +59,28 @@ pub struct McpSettings {
     pub allowed_hosts: String,
     /// Comma-separated `Origin` values accepted ("" = as `ws.allowed_origins`).
     pub allowed_origins: String,
+}
+
+/// `[limits]`: requests per minute (bursts of the same size); 0 turns a limit off.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Reconnect attempts per session.
+    pub reconnect_per_session: u32,
+    /// Reconnect attempts per client address.
+    pub reconnect_per_address: u32,
+    /// Failed API-key or ticket attempts per client address.
+    pub failed_auth_per_address: u32,
+    /// Token mints per API key.
+    pub tokens_per_key: u32,
+    /// WebSocket tickets per API key.
+    pub tickets_per_key: u32,
+    /// Dashboard connection attempts per client address.
+    pub ws_connects_per_address: u32,
+    /// Session creations per API key.
+    pub sessions_per_key: u32,
+    /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: String,
 }
 
 /// `[events]`.
@@ -292,6 +316,13 @@ impl Settings {
         if let Some(bad_host) = self.mcp_hosts().find(|h| h.contains('/')) {
             return Err(ConfigError(format!(
                 "mcp.allowed_hosts: {bad_host:?} is not a host or host:port"
+            )));
+        }
+        if let Some(bad) = split_list(&self.limits.trusted_proxies)
+            .find(|p| p.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(ConfigError(format!(
+                "limits.trusted_proxies: {bad:?} is not an IP address"
             )));
         }
         if self.sessions.sweep_interval_secs == 0 {

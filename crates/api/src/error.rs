@@ -31,6 +31,9 @@ pub enum ApiError {
     /// A browser page from an origin that is not allowed.
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// Over a rate limit; retry after this long.
+    #[error("rate limited")]
+    RateLimited(std::time::Duration),
     /// The body did not arrive within `server.body_timeout_ms`.
     #[error("request body timeout")]
     RequestTimeout,
@@ -43,6 +46,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A refusal by a rate limit.
+    pub fn limited(l: crate::ratelimit::Limited) -> Self {
+        Self::RateLimited(l.0)
+    }
+
     /// A reconnect's failure in the contract's words (logging what the code alone would hide).
     pub fn reconnect(e: DomainError) -> Self {
         match &e {
@@ -114,6 +122,7 @@ impl ResponseError for ApiError {
             Self::ReconnectFailed(code) => status_of(*code),
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -174,6 +183,19 @@ impl ApiError {
             Self::Unauthorized => body(status, "unauthorized", "Missing or invalid API key"),
             Self::PayloadTooLarge(_) => body(status, "payload_too_large", &self.to_string()),
             Self::NoRoute => body(status, "not_found", "No such route"),
+            Self::RateLimited(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let secs = secs.max(1);
+                let mut reply = body(
+                    status,
+                    ResultCode::RateLimited.as_str(),
+                    &format!("Too many requests; retry after {secs} s"),
+                );
+                reply
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+                reply
+            }
             Self::RequestTimeout => body(
                 status,
                 "request_timeout",

@@ -7,6 +7,7 @@ mod dto;
 mod error;
 mod limits;
 mod mcp;
+mod ratelimit;
 mod routes;
 mod startup;
 mod state;

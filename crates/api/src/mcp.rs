@@ -16,7 +16,7 @@ use tether_mcp::{DurableSessionManager, McpSessions, SessionTools, TetherServer}
 
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::state::{AppState, bearer};
+use crate::state::{AppState, check_key};
 
 /// Largest MCP request body, as for the REST API.
 const MAX_BODY: usize = 64 * 1024;
@@ -91,16 +91,15 @@ async fn require_key(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
-    let keyed = req
-        .app_data::<web::Data<AppState>>()
-        .zip(bearer(req.request()))
-        .is_some_and(|(state, key)| state.api_key.matches(key));
     let open = req
         .app_data::<web::Data<McpAccess>>()
         .is_some_and(|a| a.open_on_loopback)
         && req.peer_addr().is_some_and(|a| a.ip().is_loopback());
-    if !(keyed || open) {
-        return Err(ApiError::Unauthorized.into());
+    if !open {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return Err(ApiError::Unauthorized.into());
+        };
+        check_key(req.request(), state)?;
     }
     let json_post = req.method() == Method::POST
         && req

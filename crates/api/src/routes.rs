@@ -91,6 +91,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn create(_: Authorized, state: web::Data<AppState>, body: web::Payload) -> Reply {
+    state.limits.session().map_err(ApiError::limited)?;
     let body: dto::CreateSession = dto::require_json(body).await?;
     let session_id = match body.session_id {
         Some(raw) => SessionId::parse(&raw)?,
@@ -173,6 +174,7 @@ async fn disconnect(
 
 async fn token(_: Authorized, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     let id = session_id(&id)?;
+    state.limits.token().map_err(ApiError::limited)?;
     let issued = state.manager.issue_token(&id).await.map_err(|e| match e {
         // The legacy contract answers 400 when a token is asked for a session that is not active.
         DomainError::AlreadyDisconnected => ApiError::NotActive,
@@ -186,7 +188,17 @@ async fn token(_: Authorized, state: web::Data<AppState>, id: web::Path<String>)
 }
 
 /// No API key: the reconnect token is the credential.
-async fn reconnect(state: web::Data<AppState>, id: web::Path<String>, body: web::Payload) -> Reply {
+async fn reconnect(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Payload,
+) -> Reply {
+    // Before anything else: a flood of garbage reconnects costs one limiter check each.
+    state
+        .limits
+        .reconnect(state.limits.client(&req), &id)
+        .map_err(ApiError::limited)?;
     // No session can have a malformed id: that is `session_not_found`, like any unknown id.
     let id = SessionId::parse(&id)
         .map_err(|_| ApiError::ReconnectFailed(ResultCode::SessionNotFound))?;
@@ -211,10 +223,13 @@ async fn reconnect(state: web::Data<AppState>, id: web::Path<String>, body: web:
 
 /// A single-use ticket that lets a browser (which cannot set headers on a WebSocket) open the stream.
 async fn ws_ticket(_: Authorized, state: web::Data<AppState>) -> Reply {
-    let ticket = state
-        .tickets
-        .mint()
-        .map_err(|e| ApiError::Domain(DomainError::Internal(Box::new(e))))?;
+    state.limits.ticket().map_err(ApiError::limited)?;
+    let ticket = state.tickets.mint().map_err(|e| match e {
+        // A client limit, not a fault: with `limits.tickets_per_key` on it cannot be reached (the
+        // rate times the ticket lifetime stays far below the cap); retry once tickets expire.
+        tether_realtime::Error::TooManyTickets => ApiError::RateLimited(state.ticket_ttl),
+        other => ApiError::Domain(DomainError::Internal(Box::new(other))),
+    })?;
     let now = tether_domain::Clock::now(&tether_domain::SystemClock);
     Ok(HttpResponse::Ok().json(dto::WsTicket {
         ticket: ticket.as_str().to_owned(),
@@ -234,13 +249,28 @@ async fn ws_sessions(req: HttpRequest, body: web::Payload, state: web::Data<AppS
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade request: {e}")))?;
     let since =
         tether_realtime::resume_point(&req).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let by_key = crate::state::bearer(&req).is_some_and(|k| state.api_key.matches(k));
-    if !by_key {
-        let ticket = web::Query::<dto::WsQuery>::from_query(req.query_string())
-            .ok()
-            .and_then(|q| q.into_inner().ticket);
-        if !ticket.is_some_and(|t| state.tickets.redeem(&t)) {
-            return Err(ApiError::Unauthorized);
+    let client = state.limits.client(&req);
+    state.limits.ws_connect(client).map_err(ApiError::limited)?;
+    let ticket = web::Query::<dto::WsQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.into_inner().ticket);
+    match ticket {
+        // A ticket is the browser's credential: a bad one counts as a failed attempt.
+        Some(t) if crate::state::bearer(&req).is_none() => {
+            state
+                .limits
+                .auth_allowed(client)
+                .map_err(ApiError::limited)?;
+            if !state.tickets.redeem(&t) {
+                state
+                    .limits
+                    .auth_failed(client)
+                    .map_err(ApiError::limited)?;
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        _ => {
+            crate::state::check_key(&req, &state)?;
         }
     }
     state

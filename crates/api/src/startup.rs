@@ -21,6 +21,7 @@ use crate::drain::InFlight;
 use crate::error::ApiError;
 use crate::limits::ConnectionCap;
 use crate::mcp::McpEndpoint;
+use crate::ratelimit::RateLimits;
 use crate::routes;
 use crate::state::{ApiKey, AppState};
 
@@ -214,6 +215,7 @@ impl Application {
             mcp_cancel.clone(),
         );
 
+        let limits = RateLimits::new(&settings.limits);
         let state = web::Data::new(AppState {
             manager: manager.clone(),
             db: db.clone(),
@@ -222,6 +224,8 @@ impl Application {
             hub: hub.clone(),
             tickets: Tickets::new(clock, Duration::from_secs(settings.ws.ticket_ttl_secs)),
             allowed_origins: origins,
+            limits: limits.clone(),
+            ticket_ttl: Duration::from_secs(settings.ws.ticket_ttl_secs),
         });
 
         let inflight = InFlight::default();
@@ -296,7 +300,7 @@ impl Application {
         .shutdown_timeout(0);
         let server = server.run();
 
-        let sweeper = tokio::spawn(sweep_forever(manager, db, settings.clone()));
+        let sweeper = tokio::spawn(sweep_forever(manager, db, limits, settings.clone()));
 
         Ok(Self {
             server,
@@ -369,13 +373,19 @@ impl Application {
 
 /// Runs the idle/reap sweep and the outbox pruning every `sessions.sweep_interval_secs`. Errors are
 /// logged and the next tick tries again: a database outage must not end the sweeper.
-async fn sweep_forever(manager: SessionManager, db: Database, settings: Settings) {
+async fn sweep_forever(
+    manager: SessionManager,
+    db: Database,
+    limits: RateLimits,
+    settings: Settings,
+) {
     let every = Duration::from_secs(settings.sessions.sweep_interval_secs);
     let retention = Duration::from_secs(settings.events.retention_secs);
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        limits.prune();
         match manager.sweep().await {
             Ok(r) if r.idled + r.reaped > 0 => {
                 tracing::info!(idled = r.idled, reaped = r.reaped, "sweep");

@@ -8,6 +8,7 @@ use tether_persistence::Database;
 use tether_realtime::{Hub, Tickets};
 
 use crate::error::ApiError;
+use crate::ratelimit::RateLimits;
 
 /// Everything the handlers need.
 pub struct AppState {
@@ -25,6 +26,10 @@ pub struct AppState {
     pub tickets: Tickets,
     /// Origins allowed to open the dashboard WebSocket.
     pub allowed_origins: Vec<String>,
+    /// Rate limits.
+    pub limits: RateLimits,
+    /// Lifetime of a WebSocket ticket.
+    pub ticket_ttl: std::time::Duration,
 }
 
 /// The management API key; its `Debug` is redacted.
@@ -69,16 +74,32 @@ impl FromRequest for Authorized {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ok = req
-            .app_data::<web::Data<AppState>>()
-            .zip(bearer(req))
-            .is_some_and(|(state, key)| state.api_key.matches(key));
-        ready(if ok {
-            Ok(Self)
-        } else {
-            Err(ApiError::Unauthorized)
-        })
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::Unauthorized));
+        };
+        ready(check_key(req, state))
     }
+}
+
+/// The API key of `req`, with the failed-attempt budget of its client address: an address that spent
+/// it is refused (429) even with the right key until the budget refills.
+///
+/// # Errors
+/// [`ApiError::RateLimited`], [`ApiError::Unauthorized`].
+pub fn check_key(req: &HttpRequest, state: &AppState) -> Result<Authorized, ApiError> {
+    let client = state.limits.client(req);
+    state
+        .limits
+        .auth_allowed(client)
+        .map_err(ApiError::limited)?;
+    if bearer(req).is_some_and(|key| state.api_key.matches(key)) {
+        return Ok(Authorized);
+    }
+    state
+        .limits
+        .auth_failed(client)
+        .map_err(ApiError::limited)?;
+    Err(ApiError::Unauthorized)
 }
 
 #[cfg(test)]
