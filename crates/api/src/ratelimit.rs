@@ -25,9 +25,12 @@ use crate::config::LimitSettings;
 /// Most keys one limiter tracks.
 pub const MAX_KEYS: usize = 100_000;
 
+/// governor's keyed limiter on a `DashMap`, with clock `C`.
+type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
 /// One keyed limit (or none, when configured 0).
 pub struct Limit<K: Hash + Eq + Clone, C: Clock = MonotonicClock> {
-    limiter: Option<RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<C::Instant>>>,
+    limiter: Option<Keyed<K, C>>,
     clock: C,
 }
 
