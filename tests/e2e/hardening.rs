@@ -285,9 +285,13 @@ async fn sigterm_takes_at_most_the_shutdown_budget() {
 }
 
 /// A TCP connection to the server from a chosen loopback address (127.0.0.x are all local).
-fn connect_from(source: [u8; 4], server: &Server) -> std::net::TcpStream {
-    let addr: std::net::SocketAddr = server
-        .base
+pub fn connect_from(source: [u8; 4], server: &Server) -> std::net::TcpStream {
+    connect_to(source, &server.base)
+}
+
+/// The same, to the server whose API base is `base`.
+pub fn connect_to(source: [u8; 4], base: &str) -> std::net::TcpStream {
+    let addr: std::net::SocketAddr = base
         .trim_start_matches("http://")
         .trim_end_matches("/api/mcp")
         .parse()
@@ -301,7 +305,7 @@ fn connect_from(source: [u8; 4], server: &Server) -> std::net::TcpStream {
 }
 
 /// Reads what the server sends until it closes (bounded).
-fn read_to_close(stream: &mut std::net::TcpStream) -> String {
+pub fn read_to_close(stream: &mut std::net::TcpStream) -> String {
     use std::io::Read as _;
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))

@@ -3,6 +3,7 @@
 //! set (in CI it must be).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod abuse;
 mod hardening;
 mod mcp;
 mod mcp_python;

@@ -196,6 +196,16 @@ impl Server {
         }
     }
 
+    /// The process's resident memory, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit.
     pub fn terminate(self) -> ExitStatus {
         self.sigterm();
