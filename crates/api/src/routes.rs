@@ -230,10 +230,10 @@ async fn ws_ticket(_: Authorized, state: web::Data<AppState>) -> Reply {
         tether_realtime::Error::TooManyTickets => ApiError::RateLimited(state.ticket_ttl),
         other => ApiError::Domain(DomainError::Internal(Box::new(other))),
     })?;
-    let now = tether_domain::Clock::now(&tether_domain::SystemClock);
+    // Just minted: it lives the configured lifetime (no clock read here).
     Ok(HttpResponse::Ok().json(dto::WsTicket {
         ticket: ticket.as_str().to_owned(),
-        expires_in_seconds: ticket.expires_at().since(now).as_secs_f64().round() as u64,
+        expires_in_seconds: state.ticket_ttl.as_secs(),
     }))
 }
 
