@@ -5,4 +5,5 @@
 mod contract;
 mod outbox;
 mod reconnect;
+mod schema;
 mod support;
