@@ -149,3 +149,125 @@ async fn garbage_reconnect_flood() {
     drop(server);
     db.remove().await;
 }
+
+/// A WebSocket handshake on a raw socket from `source` whose receive buffer is tiny, after which the
+/// client never reads: what a stalled dashboard looks like to the server.
+fn raw_dashboard(source: [u8; 4], server: &Server) -> TcpStream {
+    use std::io::Read as _;
+    let addr: std::net::SocketAddr = server
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/mcp")
+        .parse()
+        .unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((source, 0)).into())
+        .unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut c: TcpStream = socket.into();
+    write!(
+        c,
+        "GET /api/mcp/ws/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c
+}
+
+/// 100 dashboards that never read while 50 sessions with 15 KB of metadata each make every health
+/// update ~750 KB: each is closed at its byte budget and the memory comes back (once: 300 such
+/// dashboards took the process from 16 MB to 2 GB in 55 s and none was closed).
+#[actix_rt::test]
+async fn dashboards_that_never_read() {
+    let db = Db::sqlite();
+    let server = Server::start_with(&env(
+        &db,
+        &[
+            ("TETHER_WS__HEALTH_INTERVAL_MS", "100"),
+            ("TETHER_WS__MAX_BUFFERED_BYTES", "1048576"),
+        ],
+    ));
+    let blob = "x".repeat(15_000);
+    for i in 0..50 {
+        let body = json!({"client_type": "t", "session_id": format!("fat-{i}"), "metadata": {"blob": blob}});
+        assert_eq!(server.post("/sessions", &body).await.0, 201);
+    }
+    let baseline = server.rss_kib();
+    let stalled: Vec<TcpStream> = (0..100u8)
+        .map(|i| raw_dashboard([127, 0, 3, i % 4 + 1], &server))
+        .collect();
+    server
+        .wait_for_log_count(
+            "closing a dashboard that cannot keep up",
+            100,
+            Duration::from_secs(60),
+        )
+        .await;
+    // Others are served meanwhile, and a reading dashboard still gets its updates.
+    assert_eq!(server.get("/health").await.0, 200);
+    let mut reader = crate::ws::Dash::with_key(&server, "").await;
+    assert_eq!(
+        reader.next_of("health_update").await["type"],
+        "health_update"
+    );
+    let after = server.rss_kib();
+    assert!(
+        after < baseline + RSS_SLACK_KIB,
+        "RSS {baseline} KiB before, {after} KiB with 100 stalled dashboards closed"
+    );
+    drop(stalled);
+    assert_no_panic(&server);
+    drop(server);
+    db.remove().await;
+}
+
+/// A frame whose header declares 2^40 bytes, followed by 8 MB of payload: refused from the header
+/// (1009) without buffering what follows (once: +410 MB before anything happened).
+#[actix_rt::test]
+async fn a_frame_declaring_a_terabyte() {
+    use std::io::Read as _;
+
+    let db = Db::sqlite();
+    let server = Server::start(&db.url());
+    let baseline = server.rss_kib();
+    let mut c = raw_dashboard([127, 0, 4, 1], &server);
+    // Binary frame, FIN, masked, 64-bit length 2^40, mask key.
+    let mut header = vec![0x82, 0xFF];
+    header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    c.write_all(&header).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    for _ in 0..128 {
+        if c.write_all(&chunk).is_err() {
+            break; // refused and closed: what should happen
+        }
+    }
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    // Whatever health updates came first, the stream ends (with a 1009 close frame, if it was not
+    // reset while we were still writing).
+    let after = server.rss_kib();
+    assert!(
+        after < baseline + RSS_SLACK_KIB,
+        "RSS {baseline} KiB before, {after} KiB after 8 MB of an oversized frame"
+    );
+    assert_eq!(server.get("/health").await.0, 200);
+    assert_no_panic(&server);
+    drop(server);
+    db.remove().await;
+}

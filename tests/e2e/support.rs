@@ -228,6 +228,25 @@ impl Server {
             .unwrap_or_else(|_| panic!("{needle:?} never appeared in the server log"));
     }
 
+    /// Waits (bounded by `within`) until the server's log contains `needle` at least `n` times.
+    pub async fn wait_for_log_count(&self, needle: &str, n: usize, within: Duration) {
+        let found = async {
+            loop {
+                let bell = self.log_bell.notified();
+                if self.stderr.lock().unwrap().matches(needle).count() >= n {
+                    return;
+                }
+                bell.await;
+            }
+        };
+        tokio::time::timeout(within, found)
+            .await
+            .unwrap_or_else(|_| {
+                let seen = self.stderr.lock().unwrap().matches(needle).count();
+                panic!("{needle:?} appeared {seen} times, not {n}, within {within:?}")
+            });
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         let ok = Command::new("kill")

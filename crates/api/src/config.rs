@@ -41,8 +41,10 @@ pub struct WsSettings {
     pub allowed_origins: String,
     /// Health update period, ms.
     pub health_interval_ms: u64,
-    /// Per-dashboard queue.
+    /// Per-dashboard queue, in messages.
     pub queue_capacity: usize,
+    /// Per-dashboard bytes in flight.
+    pub max_buffered_bytes: usize,
     /// Ping period, s.
     pub ping_interval_secs: u64,
     /// Ticket lifetime, s.
@@ -290,11 +292,12 @@ impl Settings {
         }
         if self.ws.health_interval_ms == 0
             || self.ws.queue_capacity == 0
+            || self.ws.max_buffered_bytes == 0
             || self.ws.ping_interval_secs == 0
             || self.ws.ticket_ttl_secs == 0
         {
             return bad(
-                "ws.health_interval_ms, ws.queue_capacity, ws.ping_interval_secs and ws.ticket_ttl_secs must be at least 1",
+                "ws.health_interval_ms, ws.queue_capacity, ws.max_buffered_bytes, ws.ping_interval_secs and ws.ticket_ttl_secs must be at least 1",
             );
         }
         if let Some(bad_origin) = self
@@ -463,5 +466,155 @@ mod tests {
             !shown.contains("s3cret") && !shown.contains("hunter2"),
             "{shown}"
         );
+    }
+}
+
+/// Property tests of loading the settings (issue 7 item 12, FUZZING.md): any values for every
+/// `TETHER_*` setting (read from `config/default.toml`, so new settings are covered as they come),
+/// the legacy names and misspelt names. `PROPTEST_CASES` sets the number of cases (256 when unset);
+/// the long run is `PROPTEST_CASES=1000000 cargo test --release -p tether-api --bin tether
+/// config::props`.
+#[cfg(test)]
+mod props {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Every setting of the default file as `section.key`.
+    fn settings() -> Vec<String> {
+        let mut section = "";
+        let mut out = Vec::new();
+        for line in DEFAULT_TOML.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+            } else if let Some((key, _)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
+                out.push(format!("{section}.{}", key.trim()));
+            }
+        }
+        out
+    }
+
+    fn env_name(setting: &str) -> String {
+        format!("TETHER_{}", setting.replace('.', "__").to_uppercase())
+    }
+
+    fn load(env: &BTreeMap<String, String>) -> Result<Settings, ConfigError> {
+        let lookup = env.clone();
+        Settings::load_from(
+            move |name| lookup.get(name).cloned(),
+            env.iter().map(|(k, v)| (k.clone(), v.clone())),
+        )
+    }
+
+    /// Variable names: every setting, the legacy names, and misspelt or malformed `TETHER_` names.
+    fn name() -> impl Strategy<Value = String> {
+        let known: Vec<String> = settings().iter().map(|s| env_name(s)).collect();
+        prop_oneof![
+            6 => prop::sample::select(known),
+            2 => prop::sample::select(LEGACY.iter().map(|(env, _)| (*env).to_owned()).collect::<Vec<_>>()),
+            1 => "TETHER_[A-Z0-9_.\\[\\]-]{0,16}",
+            1 => "TETHER_(SERVER|AUTH|WS|LIMITS)__[A-Z_]{0,12}",
+        ]
+        .prop_filter("TETHER_CONFIG reads a file", |n| {
+            n != "TETHER_CONFIG" && !n.starts_with("TETHER_TEST_")
+        })
+    }
+
+    /// Values: numbers in and out of every integer range, booleans, addresses, origin and host
+    /// lists, secrets around 32 bytes, arbitrary text.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => any::<u64>().prop_map(|n| n.to_string()),
+            3 => (0u64..100_000).prop_map(|n| n.to_string()),
+            1 => prop::sample::select(vec![
+                "0", "1", "-1", "+5", " 5", "5 ", "5.0", "1e3", "0x10", "4294967296",
+                "18446744073709551616", "", "true", "false", "TRUE", "yes", "on",
+            ])
+            .prop_map(str::to_owned),
+            2 => prop::sample::select(vec![
+                "127.0.0.1:0", "0.0.0.0:8181", "[::1]:80", "127.0.0.1", "localhost:80",
+                "http://a.example", "https://a.example:8443,http://b", "https://a.example/",
+                "a.example,b:80", "a/b", "10.0.0.1, ::1", "10.0.0.300", "sqlite://x.db",
+                "postgres://u:p@h/db", "info", "tether=debug,actix_web=warn",
+            ])
+            .prop_map(str::to_owned),
+            1 => (28usize..36).prop_map(|n| "s".repeat(n)),
+            1 => (28usize..36).prop_map(|n| format!("{},{}", "r".repeat(n), "q".repeat(40))),
+            2 => any::<String>(),
+        ]
+    }
+
+    /// Whether an error message names a setting: one of the settings (dotted or as its key), a
+    /// section, a legacy name, or the misspelt name that was given.
+    fn names_a_setting(message: &str, env: &BTreeMap<String, String>) -> bool {
+        let message = message.to_lowercase();
+        let mut names: Vec<String> = settings()
+            .iter()
+            .flat_map(|s| {
+                let (section, key) = s.split_once('.').unwrap();
+                [s.clone(), section.to_owned(), key.to_owned()]
+            })
+            .collect();
+        names.extend(LEGACY.iter().map(|(env, _)| env.to_lowercase()));
+        names.extend(env.keys().filter_map(|k| {
+            let rest = k.strip_prefix("TETHER_")?.to_lowercase();
+            (!rest.is_empty()).then_some(rest)
+        }));
+        // As a word: `ws` inside `allows` does not count.
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        names.iter().any(|n| {
+            message.match_indices(n.as_str()).any(|(at, _)| {
+                !word(message[..at].chars().next_back())
+                    && !word(message[at + n.len()..].chars().next())
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any environment loads or is refused with a message naming a setting, never a panic.
+        /// What loads is valid, and a legacy name wins over its `TETHER_` spelling.
+        #[test]
+        fn any_environment_loads_or_names_the_setting(
+            env in proptest::collection::btree_map(name(), value(), 0..6),
+        ) {
+            match load(&env) {
+                Ok(s) => {
+                    prop_assert!(s.policy().is_ok());
+                    prop_assert!(s.server.bind.parse::<std::net::SocketAddr>().is_ok());
+                    for (legacy, setting) in LEGACY {
+                        let Some(want) = env.get(legacy).or_else(|| env.get(&env_name(setting)))
+                        else {
+                            continue;
+                        };
+                        match setting {
+                            "database.url" => prop_assert_eq!(&s.database.url, want),
+                            "auth.api_key" => prop_assert_eq!(&s.auth.api_key, want),
+                            "auth.secret" => prop_assert_eq!(&s.auth.secret, want),
+                            _ => prop_assert_eq!(
+                                Some(s.auth.token_expiry_minutes),
+                                want.parse::<u64>().ok().or(Some(s.auth.token_expiry_minutes))
+                            ),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    prop_assert!(names_a_setting(&e, &env), "{e} (env {env:?})");
+                }
+            }
+        }
     }
 }

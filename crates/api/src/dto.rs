@@ -31,6 +31,14 @@ pub async fn read_json<T: DeserializeOwned>(payload: web::Payload) -> Result<Opt
                 ApiError::BadRequest("could not read the request body".into())
             }
         })?;
+    parse_json(&bytes)
+}
+
+/// The parsing half of [`read_json`], on a body already read.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] for anything but an empty body or a JSON object of type `T`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<Option<T>, ApiError> {
     let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok(None);
     };
@@ -41,7 +49,7 @@ pub async fn read_json<T: DeserializeOwned>(payload: web::Payload) -> Result<Opt
             "the request body must be a JSON object".into(),
         ));
     }
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice(bytes)
         .map(Some)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
 }
@@ -171,4 +179,152 @@ pub struct WsTicket {
 pub struct WsQuery {
     /// A ticket from `POST /ws/ticket`.
     pub ticket: Option<String>,
+}
+
+/// Property tests of the request bodies (issue 7 item 12, FUZZING.md). `PROPTEST_CASES` sets the
+/// number of cases (256 when unset); the long run is
+/// `PROPTEST_CASES=1000000 cargo test --release -p tether-api --bin tether dto::props`.
+#[cfg(test)]
+mod props {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Whether `v` is absent, null or a string (an `Option<String>` field).
+    fn opt_string(v: Option<&Value>) -> bool {
+        matches!(v, None | Some(Value::Null | Value::String(_)))
+    }
+
+    /// Which body types the reference says an object makes: known fields only, of the right types.
+    /// Order: `CreateSession`, `Disconnect`, `Reconnect`, `ListParams`.
+    fn reference(map: &Map<String, Value>) -> [bool; 4] {
+        let only = |keys: &[&str]| map.keys().all(|k| keys.contains(&k.as_str()));
+        let limit_ok = match map.get("limit") {
+            None | Some(Value::Null) => true,
+            Some(v) => v.as_u64().is_some_and(|n| u32::try_from(n).is_ok()),
+        };
+        [
+            only(&[
+                "client_type",
+                "client_version",
+                "session_id",
+                "principal",
+                "metadata",
+            ]) && map.get("client_type").is_some_and(Value::is_string)
+                && ["client_version", "session_id", "principal"]
+                    .iter()
+                    .all(|k| opt_string(map.get(*k))),
+            only(&["reason"]) && opt_string(map.get("reason")),
+            only(&["token"]) && map.get("token").is_some_and(Value::is_string),
+            only(&["status", "limit", "cursor"])
+                && opt_string(map.get("status"))
+                && opt_string(map.get("cursor"))
+                && limit_ok,
+        ]
+    }
+
+    /// What each body type makes of `bytes`: `Some(true)` a body, `Some(false)` refused as a bad
+    /// request, `None` an empty body.
+    fn parsed(bytes: &[u8]) -> [Option<bool>; 4] {
+        fn one<T: DeserializeOwned>(bytes: &[u8]) -> Option<bool> {
+            match parse_json::<T>(bytes) {
+                Ok(Some(_)) => Some(true),
+                Ok(None) => None,
+                Err(ApiError::BadRequest(_)) => Some(false),
+                Err(other) => panic!("unexpected error {other:?}"),
+            }
+        }
+        [
+            one::<CreateSession>(bytes),
+            one::<Disconnect>(bytes),
+            one::<Reconnect>(bytes),
+            one::<ListParams>(bytes),
+        ]
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (0u64..=u64::from(u32::MAX) + 1).prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ]
+    }
+
+    /// JSON of any shape; objects mostly with the bodies' own field names.
+    fn json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            4 => prop::sample::select(vec![
+                "client_type", "client_version", "session_id", "principal", "metadata", "reason",
+                "token", "status", "limit", "cursor",
+            ])
+            .prop_map(str::to_owned),
+            1 => any::<String>(),
+        ];
+        leaf().prop_recursive(3, 32, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any JSON value, with any blank space around it: every body type accepts exactly what the
+        /// reference accepts, and never anything but an object.
+        #[test]
+        fn bodies_match_the_reference(value in json(), pad in "[ \t\r\n]{0,3}") {
+            let bytes = format!("{pad}{value}{pad}").into_bytes();
+            let want = match &value {
+                Value::Object(map) => reference(map).map(Some),
+                _ => [Some(false); 4],
+            };
+            prop_assert_eq!(parsed(&bytes), want, "{}", value);
+        }
+
+        /// Any bytes at all: no panic; blank is no body; a body is accepted only when it is a JSON
+        /// object.
+        #[test]
+        fn any_bytes_are_handled(
+            prefix in prop_oneof![Just(Vec::new()), Just(b"{".to_vec()), Just(b" {\"".to_vec())],
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let bytes = [prefix, bytes].concat();
+            let blank = bytes.iter().all(u8::is_ascii_whitespace);
+            let object = serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.is_object());
+            for got in parsed(&bytes) {
+                match got {
+                    None => prop_assert!(blank),
+                    Some(true) => prop_assert!(object),
+                    Some(false) => prop_assert!(!blank),
+                }
+            }
+        }
+
+        /// The list and WebSocket query strings: any text parses or is refused, never a panic, and
+        /// a `limit` is taken only as a `u32`.
+        #[test]
+        fn queries_never_panic(query in "[A-Za-z0-9_=&%+.-]{0,40}", limit in any::<i128>()) {
+            let _ = web::Query::<ListParams>::from_query(&query);
+            let _ = web::Query::<WsQuery>::from_query(&query);
+            let q = web::Query::<ListParams>::from_query(&format!("limit={limit}"));
+            prop_assert_eq!(q.is_ok(), u32::try_from(limit).is_ok());
+        }
+    }
 }

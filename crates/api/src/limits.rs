@@ -67,22 +67,24 @@ impl ConnectionCap {
         })
     }
 
-    /// actix's `on_connect` hook: admit the connection, or shut its socket down at once (the
-    /// dispatcher then sees the end of the stream and drops it without reading).
-    pub fn on_connect(&self, conn: &dyn Any, ext: &mut Extensions) {
+    /// actix's `on_connect` hook: admit the connection (`true`), or shut its socket down at once
+    /// (the dispatcher then sees the end of the stream and drops it without reading).
+    pub fn on_connect(&self, conn: &dyn Any, ext: &mut Extensions) -> bool {
         let Some(tcp) = conn.downcast_ref::<TcpStream>() else {
-            return;
+            return true;
         };
         let Ok(peer) = tcp.peer_addr() else {
-            return;
+            return true;
         };
         match self.admit(peer.ip()) {
             Some(slot) => {
                 ext.insert(slot);
+                true
             }
             None => {
                 tracing::warn!(client = %peer.ip(), cap = self.per_ip, "connection refused: too many from this address");
                 let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
+                false
             }
         }
     }

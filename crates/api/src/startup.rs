@@ -86,6 +86,7 @@ pub struct Application {
 fn realtime_config(settings: &Settings) -> RealtimeConfig {
     RealtimeConfig {
         queue_capacity: settings.ws.queue_capacity,
+        max_buffered_bytes: settings.ws.max_buffered_bytes,
         health_interval: Duration::from_millis(settings.ws.health_interval_ms),
         ping_interval: Duration::from_secs(settings.ws.ping_interval_secs),
         ticket_ttl: Duration::from_secs(settings.ws.ticket_ttl_secs),
@@ -279,7 +280,13 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         // Before `listen`: actix takes the hook when it builds the listener's service.
-        .on_connect(move |conn, ext| cap.on_connect(conn, ext))
+        .on_connect(move |conn, ext| {
+            // Admitted connections keep a handle on their socket, so that a dashboard whose client
+            // stops reading can be reset (actix-http stops polling it once its buffer is full).
+            if cap.on_connect(conn, ext) {
+                tether_realtime::on_connect(conn, ext);
+            }
+        })
         .listen(listener)
         .map_err(|source| StartError::Bind {
             addr: addr.to_string(),

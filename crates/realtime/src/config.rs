@@ -9,7 +9,8 @@ use crate::error::Error;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RealtimeConfig {
     /// Messages a connection may have waiting before it counts as a slow consumer and is closed with
-    /// 1013 `slow_consumer`. Bounds the memory one dashboard can hold.
+    /// 1013 `slow_consumer`. A count, not a size: [`max_buffered_bytes`](Self::max_buffered_bytes)
+    /// is what bounds the memory one dashboard can hold.
     pub queue_capacity: usize,
     /// Period of `health_update` messages.
     pub health_interval: Duration,
@@ -17,6 +18,12 @@ pub struct RealtimeConfig {
     pub ping_interval: Duration,
     /// Largest inbound frame, in bytes; a larger one closes the connection with 1009.
     pub max_frame: usize,
+    /// Bytes of messages one connection may hold, from the moment the hub hands a message over until
+    /// it has been written towards the socket (its queue, its response body, actix-http's buffer
+    /// but for at most about 48 KiB); past it the connection is closed with 1013 `slow_consumer`
+    /// and its buffers are freed. A connection that holds nothing still takes one message larger
+    /// than this. The kernel's socket buffers come on top (bounded by the system's `tcp_wmem`).
+    pub max_buffered_bytes: usize,
     /// Lifetime of a WebSocket ticket.
     pub ticket_ttl: Duration,
     /// Period of an unprompted re-read of the feed: the safety net should a wake-up be lost.
@@ -33,6 +40,7 @@ impl Default for RealtimeConfig {
             health_interval: Duration::from_secs(5),
             ping_interval: Duration::from_secs(20),
             max_frame: 4096,
+            max_buffered_bytes: 4 * 1024 * 1024,
             ticket_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             gap_timeout: Duration::from_secs(5),
@@ -52,6 +60,7 @@ impl RealtimeConfig {
             ("health_interval", self.health_interval.is_zero()),
             ("ping_interval", self.ping_interval.is_zero()),
             ("max_frame", self.max_frame == 0),
+            ("max_buffered_bytes", self.max_buffered_bytes == 0),
             ("ticket_ttl", self.ticket_ttl.is_zero()),
             ("poll_interval", self.poll_interval.is_zero()),
         ];
@@ -71,6 +80,7 @@ mod tests {
         let c = RealtimeConfig::default();
         assert_eq!(c.queue_capacity, 256);
         assert_eq!(c.max_frame, 4096);
+        assert_eq!(c.max_buffered_bytes, 4 << 20);
         assert_eq!(c.ping_interval, Duration::from_secs(20));
         assert!(c.validate().is_ok());
     }

@@ -1,21 +1,30 @@
 //! One WebSocket dashboard: replay (when resuming), then its queue out, pings, and the few frames a
-//! dashboard may send in. Runs on the actix worker that accepted it (the message stream is not `Send`).
+//! dashboard may send in. Runs on the actix worker that accepted it (the body and the payload are
+//! not `Send`).
 //!
-//! Awaiting a send here stalls only this connection; the hub keeps filling its bounded queue and, when
-//! that overflows, fires the kill signal, which every await in this file also watches.
+//! Output goes through [`Outbound`]: a message is taken from the queue only when the response body
+//! has room, so a client that does not read leaves its messages in the queue, where the pump counts
+//! them against the connection's byte budget and, past it, fires the kill signal, which every await
+//! in this file also watches.
 
 use std::future::Future;
 use std::time::Duration;
 
-use actix_ws::{CloseCode, CloseReason, Item, Message, MessageStream, ProtocolError, Session};
-use tokio::sync::oneshot;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+use actix_http::ws::{CloseCode, CloseReason, Frame, Item, ProtocolError};
+use socket2::Socket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout_at};
 
 use crate::error::{Error, chain};
 use crate::hub::{Hub, Kill, PAGE, Subscription};
-use crate::message;
+use crate::message::{self, Text};
+use crate::socket;
+use crate::wire::{Gone, Inbound, Outbound};
 
-/// How long a connection keeps trying to send its close frame to a client that may not read.
+/// How long a closing connection may take to go: its close frame written and the connection
+/// dropped by actix-http (which, after the body ends, waits up to its `client_disconnect_timeout`,
+/// 1 s by default, for the client to close first). Past it the socket is reset: a client that does
+/// not read would otherwise hold it, and its buffers, until it leaves.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the connection ends.
@@ -36,30 +45,47 @@ impl End {
     }
 }
 
-/// Serves one upgraded connection until it ends, then deregisters it (by dropping the subscription).
+impl From<Gone> for End {
+    fn from(_: Gone) -> Self {
+        End::Gone
+    }
+}
+
+/// Serves one upgraded connection until it ends, deregisters it, and closes it.
 pub(crate) async fn run(
     hub: Hub,
-    mut session: Session,
-    stream: MessageStream,
+    out: Outbound,
+    mut inbound: Inbound,
+    socket: Option<Socket>,
     subscription: Result<Subscription, Error>,
     since: Option<u64>,
 ) {
-    let mut sub = match subscription {
-        Ok(sub) => sub,
-        Err(_) => {
-            finish(session, End::killed(Ok(Kill::SHUTDOWN))).await;
-            return;
+    let end = match subscription {
+        Err(_) => End::killed(Ok(Kill::SHUTDOWN)),
+        Ok(mut sub) => {
+            let replayed = match since {
+                Some(since) => replay(&hub, &out, &mut sub, since).await,
+                None => Ok(()),
+            };
+            let end = match replayed {
+                Ok(()) => serve(&hub, &out, &mut inbound, &mut sub).await,
+                Err(end) => end,
+            };
+            unsubscribe(sub);
+            end
         }
     };
-    let replayed = match since {
-        Some(since) => replay(&hub, &mut session, &mut sub, since).await,
-        None => Ok(()),
-    };
-    let end = match replayed {
-        Ok(()) => serve(&hub, &mut session, stream, &mut sub).await,
-        Err(end) => end,
-    };
-    finish(session, end).await;
+    finish(&out, &mut inbound, socket, end).await;
+}
+
+/// Deregisters at once and frees what the queue still holds, before the close (which may take up
+/// to [`CLOSE_TIMEOUT`]).
+fn unsubscribe(mut sub: Subscription) {
+    // Closed first, so the pump's later pushes fail (and it takes their bytes back itself).
+    sub.queue.close();
+    while let Ok(text) = sub.queue.try_recv() {
+        sub.budget.release(text.len());
+    }
     drop(sub);
 }
 
@@ -75,28 +101,17 @@ async fn unless_killed<F: Future>(
     }
 }
 
-/// Sends one text message, watching the kill signal while the client is slow to take it.
-async fn send(
-    session: &mut Session,
-    kill: &mut oneshot::Receiver<Kill>,
-    text: &str,
-) -> Result<(), End> {
-    // `text` is the hub's shared serialization; the frame encoder copies the payload into its own
-    // buffer anyway, so the copy into a `ByteString` here costs nothing extra of note.
-    unless_killed(kill, session.text(text))
-        .await?
-        .map_err(|_| End::Gone)
+/// Sends one of the connection's own messages once the body has room, watching the kill signal.
+async fn send(out: &Outbound, kill: &mut oneshot::Receiver<Kill>, text: Text) -> Result<(), End> {
+    unless_killed(kill, out.room()).await??;
+    out.text(text, false);
+    Ok(())
 }
 
 /// Sends the events in `(since, position]` from the outbox, then `resumed`. Events after `position`
 /// are already in the queue (the pump pushes everything after the registration position), so
 /// together the client sees each retained event exactly once.
-async fn replay(
-    hub: &Hub,
-    session: &mut Session,
-    sub: &mut Subscription,
-    since: u64,
-) -> Result<(), End> {
+async fn replay(hub: &Hub, out: &Outbound, sub: &mut Subscription, since: u64) -> Result<(), End> {
     let position = sub.position;
     let feed = hub.feed();
     let failed = |e: tether_domain::Error| {
@@ -117,7 +132,7 @@ async fn replay(
                 tracing::error!(seq = event.seq, error = %e, "could not serialize an event");
                 End::Close(CloseCode::Error, "replay_failed")
             })?;
-            send(session, &mut sub.kill, &text).await?;
+            send(out, &mut sub.kill, text).await?;
             last = Some(event.seq);
         }
         if page.len() < PAGE as usize {
@@ -144,16 +159,20 @@ async fn replay(
         tracing::error!(error = %e, "could not serialize a resumed message");
         End::Close(CloseCode::Error, "replay_failed")
     })?;
-    send(session, &mut sub.kill, &text).await
+    send(out, &mut sub.kill, text).await
+}
+
+/// The next message from the queue, taken only once the body has room for it.
+async fn next_message(
+    out: &Outbound,
+    queue: &mut mpsc::Receiver<Text>,
+) -> Result<Option<Text>, Gone> {
+    out.room().await?;
+    Ok(queue.recv().await)
 }
 
 /// The live phase: queue out, frames in, heartbeat.
-async fn serve(
-    hub: &Hub,
-    session: &mut Session,
-    mut stream: MessageStream,
-    sub: &mut Subscription,
-) -> End {
+async fn serve(hub: &Hub, out: &Outbound, inbound: &mut Inbound, sub: &mut Subscription) -> End {
     let config = *hub.config();
     let ping = config.ping_interval;
     let mut heartbeat = interval_at(Instant::now() + ping, ping);
@@ -161,7 +180,7 @@ async fn serve(
     // Pings sent since the last pong (or ping) from the client: at a tick with two of them
     // unanswered, the client is taken for dead ("two missed pongs").
     let mut unanswered: u32 = 0;
-    // Bytes of the fragmented message being received: each frame is capped by the codec, and this
+    // Bytes of the fragmented message being received: each frame is capped by `Inbound`, and this
     // caps the message they add up to, without buffering it.
     let mut fragmented: usize = 0;
 
@@ -169,18 +188,16 @@ async fn serve(
         tokio::select! {
             biased;
             k = &mut sub.kill => return End::killed(k),
-            text = sub.queue.recv() => match text {
-                Some(text) => {
-                    if let Err(end) = send(session, &mut sub.kill, &text).await {
-                        return end;
-                    }
-                }
-                None => return End::killed(Ok(Kill::SHUTDOWN)),
+            text = next_message(out, &mut sub.queue) => match text {
+                // Charged by the pump when it pushed it.
+                Ok(Some(text)) => out.text(text, true),
+                Ok(None) => return End::killed(Ok(Kill::SHUTDOWN)),
+                Err(Gone) => return End::Gone,
             },
-            frame = stream.recv() => {
-                let message = match frame {
+            frame = inbound.next() => {
+                let frame = match frame {
                     None => return End::Gone,
-                    Some(Ok(message)) => message,
+                    Some(Ok(frame)) => frame,
                     Some(Err(ProtocolError::Overflow)) => {
                         return End::Close(CloseCode::Size, "message_too_big");
                     }
@@ -189,18 +206,14 @@ async fn serve(
                         return End::Close(CloseCode::Protocol, "protocol_error");
                     }
                 };
-                match message {
-                    Message::Ping(payload) => {
+                match frame {
+                    Frame::Ping(payload) => {
                         unanswered = 0;
-                        match unless_killed(&mut sub.kill, session.pong(&payload)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return End::Gone,
-                            Err(end) => return end,
-                        }
+                        out.pong(&payload);
                     }
-                    Message::Pong(_) => unanswered = 0,
-                    Message::Close(reason) => return End::Answer(reason),
-                    Message::Continuation(item) => {
+                    Frame::Pong(_) => unanswered = 0,
+                    Frame::Close(reason) => return End::Answer(reason),
+                    Frame::Continuation(item) => {
                         let (len, last) = match &item {
                             Item::FirstText(b) | Item::FirstBinary(b) => {
                                 fragmented = 0;
@@ -217,8 +230,12 @@ async fn serve(
                             fragmented = 0;
                         }
                     }
-                    // Dashboards have nothing to say: ignored, never buffered.
-                    Message::Text(_) | Message::Binary(_) | Message::Nop => {}
+                    // Text must be UTF-8 (what actix-ws, used before, refused the same way).
+                    Frame::Text(bytes) if std::str::from_utf8(&bytes).is_err() => {
+                        return End::Close(CloseCode::Protocol, "protocol_error");
+                    }
+                    // Dashboards have nothing to say: ignored, never kept.
+                    Frame::Text(_) | Frame::Binary(_) => {}
                 }
             }
             _ = heartbeat.tick() => {
@@ -226,30 +243,45 @@ async fn serve(
                     return End::Close(CloseCode::Policy, "heartbeat_timeout");
                 }
                 unanswered += 1;
-                match unless_killed(&mut sub.kill, session.ping(b"")).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return End::Gone,
-                    Err(end) => return end,
-                }
+                out.ping();
             }
         }
     }
 }
 
-/// Says goodbye if there is anyone to say it to, without waiting on a client that does not read.
-async fn finish(session: Session, end: End) {
-    let reason = match end {
-        End::Close(code, description) => Some(CloseReason {
+/// Says goodbye if there is anyone to say it to, and makes sure the connection goes within
+/// [`CLOSE_TIMEOUT`] even when the client reads nothing.
+async fn finish(out: &Outbound, inbound: &mut Inbound, socket: Option<Socket>, end: End) {
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    // Messages not yet begun are dropped now, with their bytes; one partly sent is completed, or
+    // the client could not find the close frame after it.
+    out.discard_unstarted();
+    match end {
+        End::Close(code, description) => out.close(Some(CloseReason {
             code,
             description: Some(description.to_owned()),
-        }),
-        End::Answer(reason) => reason.map(|r| CloseReason {
+        })),
+        End::Answer(reason) => out.close(reason.map(|r| CloseReason {
             code: r.code,
             description: None,
-        }),
-        End::Gone => return,
+        })),
+        End::Gone => {}
+    }
+    // The body ends after the close frame; actix-http then writes it, waits a little for the client
+    // to close (reading and dropping whatever it sends) and drops the connection, which ends
+    // `inbound`. Not waiting for the client's own close frame here is what actix-ws did too.
+    out.finish();
+    let gone = async {
+        inbound.drain().await;
+        out.released().await;
     };
-    if timeout(CLOSE_TIMEOUT, session.close(reason)).await.is_err() {
-        tracing::debug!("a dashboard did not take its close frame in time");
+    if timeout_at(deadline, gone).await.is_err() {
+        tracing::debug!("resetting a dashboard connection that did not close in time");
+        // From the body if actix-http still polls it; from the socket if its buffer is full, which
+        // is when it does not.
+        out.abort();
+        if let Some(socket) = socket {
+            socket::reset(socket);
+        }
     }
 }

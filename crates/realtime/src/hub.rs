@@ -3,18 +3,21 @@
 //! `chat-actorless` shape).
 //!
 //! The pump never awaits a client. Each message is serialized once and pushed with `try_send` into
-//! every connection's bounded queue; a full queue means that dashboard cannot keep up, and it is
-//! removed and told to close (1013 `slow_consumer`) rather than allowed to slow the others down. This
-//! is the same trade as mini-redis's broadcast channel, with "lagged" turned into "disconnected": a
-//! dashboard that missed events resumes with `since=` and gets them from the outbox.
+//! every connection's bounded queue, and its bytes are charged to that connection's [`Budget`] until
+//! they have been written towards its socket. A connection over its budget (or with a full queue)
+//! cannot keep up, and it is removed and told to close (1013 `slow_consumer`) rather than allowed to
+//! slow the others down or grow the server's memory. This is the same trade as mini-redis's
+//! broadcast channel, with "lagged" turned into "disconnected": a dashboard that missed events
+//! resumes with `since=` and gets them from the outbox.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use actix_http::ws::CloseCode;
+use actix_web::body::BoxBody;
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::CloseCode;
 use tether_domain::{
     Clock, EventFeed, EventSink, ListQuery, SessionManager, SessionView, StoredEvent,
 };
@@ -22,11 +25,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 
+use crate::budget::Budget;
 use crate::config::RealtimeConfig;
-use crate::connection;
 use crate::error::{Error, chain};
 use crate::message::{self, Text};
 use crate::sequencer::Sequencer;
+use crate::{connection, socket, wire};
 
 /// Rows read from the feed per query, by the pump and by a replay.
 pub(crate) const PAGE: u32 = 500;
@@ -43,7 +47,7 @@ pub(crate) struct Kill {
 }
 
 impl Kill {
-    /// Its queue overflowed.
+    /// It holds more bytes than its budget, or its queue overflowed.
     pub(crate) const SLOW_CONSUMER: Kill = Kill {
         code: CloseCode::Again,
         reason: "slow_consumer",
@@ -66,6 +70,8 @@ pub(crate) struct Subscription {
     pub(crate) queue: mpsc::Receiver<Text>,
     /// Fires (once) when the pump removes this consumer.
     pub(crate) kill: oneshot::Receiver<Kill>,
+    /// The bytes pushed to `queue` are charged here; the consumer releases them once sent.
+    pub(crate) budget: Arc<Budget>,
     commands: mpsc::Sender<Command>,
 }
 
@@ -81,6 +87,7 @@ enum Command {
     Register {
         queue: mpsc::Sender<Text>,
         kill: oneshot::Sender<Kill>,
+        budget: Arc<Budget>,
         reply: oneshot::Sender<(u64, u64)>,
     },
     Deregister {
@@ -96,6 +103,8 @@ struct Signals {
     shutdown: Notify,
     connections: AtomicUsize,
     delivered: AtomicU64,
+    /// Every connection's [`Budget`] adds to it.
+    buffered: Arc<AtomicUsize>,
 }
 
 /// A snapshot of the hub, for health pages, tests and benchmarks.
@@ -105,6 +114,12 @@ pub struct HubStats {
     pub connections: usize,
     /// The last `seq` delivered to live connections.
     pub delivered: u64,
+    /// Bytes held for connections and not yet written towards their sockets (their queues and
+    /// response bodies), summed over connections. Each connection's share is bounded by
+    /// [`RealtimeConfig::max_buffered_bytes`]; beyond this count actix-http holds at most about
+    /// 48 KiB per connection. A message is counted for every connection that holds it, although
+    /// they share one copy (slices of it, for large ones), so the memory used is usually far less.
+    pub buffered_bytes: usize,
 }
 
 struct Inner {
@@ -189,6 +204,11 @@ impl Hub {
     /// delivered after the client saw the upgrade reaches it. If the hub has stopped, the upgrade
     /// still succeeds and the socket is closed at once with 1001 `server_shutdown`.
     ///
+    /// A closing connection (for any reason) that is not gone within 2 s, typically because its
+    /// client does not read, is reset: through the socket kept by [`on_connect`](crate::on_connect)
+    /// when the server was given that hook, which is the only way once actix-http's write buffer is
+    /// full.
+    ///
     /// # Errors
     /// The handshake's error when the request is not a valid WebSocket upgrade.
     pub async fn connect(
@@ -197,18 +217,23 @@ impl Hub {
         body: web::Payload,
         since: Option<u64>,
     ) -> Result<HttpResponse, actix_web::Error> {
-        let (response, session, stream) = actix_ws::handle(req, body)?;
-        let stream = stream.max_frame_size(self.inner.config.max_frame);
-        let subscription = self.subscribe().await;
-        // The message stream is not `Send`: it runs on this worker's local task set.
+        let mut handshake = actix_http::ws::handshake(req.head())?;
+        let budget = self.budget();
+        let (out, response_body) = wire::outbound(Arc::clone(&budget));
+        let response = handshake.message_body(BoxBody::new(response_body))?;
+        let inbound = wire::Inbound::new(body, self.inner.config.max_frame);
+        let subscription = self.subscribe_with(budget).await;
+        // The payload and the body are not `Send`: the connection runs on this worker's local task
+        // set, next to the actix-http dispatcher that polls them.
         actix_web::rt::spawn(connection::run(
             self.clone(),
-            session,
-            stream,
+            out,
+            inbound,
+            socket::take(req),
             subscription,
             since,
         ));
-        Ok(response)
+        Ok(response.into())
     }
 
     /// Connections registered right now, and the delivery position.
@@ -216,6 +241,7 @@ impl Hub {
         HubStats {
             connections: self.inner.signals.connections.load(Ordering::Relaxed),
             delivered: self.inner.signals.delivered.load(Ordering::Relaxed),
+            buffered_bytes: self.inner.signals.buffered.load(Ordering::Relaxed),
         }
     }
 
@@ -239,8 +265,22 @@ impl Hub {
         }
     }
 
+    /// A fresh byte budget for one consumer.
+    fn budget(&self) -> Arc<Budget> {
+        Budget::new(
+            Arc::clone(&self.inner.signals.buffered),
+            self.inner.config.max_buffered_bytes,
+        )
+    }
+
     /// Registers a consumer with the pump.
+    #[cfg(test)]
     pub(crate) async fn subscribe(&self) -> Result<Subscription, Error> {
+        self.subscribe_with(self.budget()).await
+    }
+
+    /// Registers a consumer with the pump, charging what is pushed to it to `budget`.
+    async fn subscribe_with(&self, budget: Arc<Budget>) -> Result<Subscription, Error> {
         let (queue_tx, queue) = mpsc::channel(self.inner.config.queue_capacity);
         let (kill_tx, kill) = oneshot::channel();
         let (reply_tx, reply) = oneshot::channel();
@@ -249,6 +289,7 @@ impl Hub {
             .send(Command::Register {
                 queue: queue_tx,
                 kill: kill_tx,
+                budget: Arc::clone(&budget),
                 reply: reply_tx,
             })
             .await
@@ -259,6 +300,7 @@ impl Hub {
             position,
             queue,
             kill,
+            budget,
             commands: self.inner.commands.clone(),
         })
     }
@@ -289,6 +331,7 @@ impl EventSink for Hub {
 struct Entry {
     queue: mpsc::Sender<Text>,
     kill: oneshot::Sender<Kill>,
+    budget: Arc<Budget>,
 }
 
 /// The task that owns the registry and the delivery position.
@@ -346,7 +389,12 @@ impl Pump {
 
     async fn command(&mut self, command: Command) {
         match command {
-            Command::Register { queue, kill, reply } => {
+            Command::Register {
+                queue,
+                kill,
+                budget,
+                reply,
+            } => {
                 // Catch up first, so the position handed out is the outbox's as far as it can be
                 // read now: a resuming client is then judged against the freshest position.
                 self.pull().await;
@@ -354,7 +402,14 @@ impl Pump {
                 self.next_id += 1;
                 // In the registry (and counted) before the caller hears back; kept only if the caller
                 // still waits, since otherwise nobody would drain the queue.
-                self.connections.insert(id, Entry { queue, kill });
+                self.connections.insert(
+                    id,
+                    Entry {
+                        queue,
+                        kill,
+                        budget,
+                    },
+                );
                 if reply.send((id, self.sequencer.delivered())).is_err() {
                     self.connections.remove(&id);
                 }
@@ -445,19 +500,37 @@ impl Pump {
 
     /// Pushes one message to every queue without waiting; drops consumers that cannot take it.
     fn broadcast(&mut self, text: &Text) {
+        let bytes = text.len();
         let mut gone = Vec::new();
         for (id, entry) in &self.connections {
+            // Charged before the push so that the consumer never releases bytes not yet counted;
+            // taken back when the push fails.
+            if !entry.budget.admits(bytes) {
+                gone.push((*id, true));
+                continue;
+            }
+            entry.budget.charge(bytes);
             match entry.queue.try_send(Arc::clone(text)) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => gone.push((*id, true)),
-                Err(mpsc::error::TrySendError::Closed(_)) => gone.push((*id, false)),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    entry.budget.release(bytes);
+                    gone.push((*id, true));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    entry.budget.release(bytes);
+                    gone.push((*id, false));
+                }
             }
         }
         for (id, slow) in gone {
             if let Some(entry) = self.connections.remove(&id)
                 && slow
             {
-                tracing::info!(connection = id, "closing a dashboard that cannot keep up");
+                tracing::info!(
+                    connection = id,
+                    buffered_bytes = entry.budget.held(),
+                    "closing a dashboard that cannot keep up"
+                );
                 let _ = entry.kill.send(Kill::SLOW_CONSUMER);
             }
         }

@@ -111,6 +111,76 @@ async fn a_full_queue_closes_that_consumer_only() {
     w.hub.shutdown().await;
 }
 
+/// What a connection does once a message has been written: give its bytes back.
+async fn take(sub: &mut Subscription) -> serde_json::Value {
+    let text = timeout(Duration::from_secs(5), sub.queue.recv())
+        .await
+        .expect("a message in time")
+        .expect("the queue is open");
+    sub.budget.release(text.len());
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn a_consumer_over_its_byte_budget_closes_though_its_queue_has_room() {
+    // Each of these events is about 120 bytes: two fit, the third does not.
+    let w = world(RealtimeConfig {
+        max_buffered_bytes: 300,
+        ..RealtimeConfig::default()
+    })
+    .await;
+    let mut fast = w.hub.subscribe().await.unwrap();
+    let mut slow = w.hub.subscribe().await.unwrap();
+    for i in 0..3 {
+        open(&w.manager, &format!("s{i}")).await;
+        assert_eq!(take(&mut fast).await["seq"], i + 1);
+        assert_eq!(fast.budget.held(), 0);
+    }
+    let kill = timeout(Duration::from_secs(5), &mut slow.kill)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kill, Kill::SLOW_CONSUMER);
+    let held = slow.budget.held();
+    assert!((200..=300).contains(&held), "{held}");
+    assert_eq!(w.hub.stats().buffered_bytes, held);
+    assert_eq!(w.hub.stats().connections, 1);
+    // Its bytes go with it.
+    drop(slow);
+    assert_eq!(w.hub.stats().buffered_bytes, 0);
+
+    w.hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_larger_than_the_budget_reaches_a_consumer_that_holds_nothing() {
+    let w = world(RealtimeConfig {
+        max_buffered_bytes: 300,
+        health_interval: Duration::from_millis(20),
+        ..RealtimeConfig::default()
+    })
+    .await;
+    let big = Metadata::parse(serde_json::json!({ "blob": "x".repeat(1000) })).unwrap();
+    w.manager
+        .open(NewSession {
+            session_id: SessionId::parse("big").unwrap(),
+            client_type: "t".into(),
+            client_version: None,
+            principal: None,
+            metadata: big,
+        })
+        .await
+        .unwrap();
+    let mut sub = w.hub.subscribe().await.unwrap();
+    for _ in 0..3 {
+        let health = take(&mut sub).await;
+        assert_eq!(health["type"], "health_update");
+        assert!(health.to_string().len() > 1000);
+    }
+    assert_eq!(w.hub.stats().connections, 1, "not closed for it");
+    w.hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_subscription_starts_at_the_hub_position_and_deregisters_on_drop() {
     let w = world(RealtimeConfig::default()).await;
@@ -122,13 +192,8 @@ async fn a_subscription_starts_at_the_hub_position_and_deregisters_on_drop() {
     assert_eq!(next(&mut first).await["seq"], 2);
     let second = w.hub.subscribe().await.unwrap();
     assert_eq!(second.position, 2);
-    assert_eq!(
-        w.hub.stats(),
-        HubStats {
-            connections: 2,
-            delivered: 2
-        }
-    );
+    let stats = w.hub.stats();
+    assert_eq!((stats.connections, stats.delivered), (2, 2));
     drop(second);
     // The deregistration is a command behind us; the next registration is answered after it.
     let third = w.hub.subscribe().await.unwrap();

@@ -3,11 +3,16 @@
 //!
 //! - [`Hub`]: one task (the pump) reads the event outbox through the [`EventFeed`](tether_domain::EventFeed) port, strictly in
 //!   `seq` order, and pushes each message, serialized once, into every connection's bounded queue. It
-//!   never waits for a dashboard; one that cannot keep up is closed with 1013 `slow_consumer`. The hub
+//!   never waits for a dashboard; one that cannot keep up (more than
+//!   [`max_buffered_bytes`](RealtimeConfig::max_buffered_bytes) not yet written to its socket) is
+//!   closed with 1013 `slow_consumer`, and its buffers are freed. The hub
 //!   is also the writing [`SessionManager`](tether_domain::SessionManager)'s [`EventSink`](tether_domain::EventSink): a local commit
 //!   wakes it, and the feed's own wake-up (PostgreSQL `NOTIFY`) brings other instances' events.
-//! - [`Hub::connect`]: the WebSocket itself (actix-ws), with replay from `since`, pings, and a cap on
-//!   inbound frames. Authentication is the caller's job, done before the upgrade.
+//! - [`Hub::connect`]: the WebSocket itself (on actix-http's codec), with replay from `since`, pings,
+//!   and a cap on inbound frames, checked against the length a frame declares. Authentication is the
+//!   caller's job, done before the upgrade.
+//! - [`on_connect`]: for the server's `on_connect` hook, so that the socket of a dashboard that does
+//!   not read can be reset instead of held until the client leaves.
 //! - [`resume_point`], [`origin_allowed`], [`Tickets`]: what the `api` crate checks at the handshake.
 //!
 //! This crate knows neither HTTP status codes nor configuration files: `api` maps [`Error`] and fills
@@ -69,6 +74,7 @@
 //!             .app_data(data.clone())
 //!             .route("/api/mcp/ws/sessions", web::get().to(dashboard))
 //!     })
+//!     .on_connect(tether_realtime::on_connect)
 //!     .bind(("127.0.0.1", 8181))?
 //!     .run()
 //!     .await?;
@@ -77,6 +83,7 @@
 //! }
 //! ```
 
+mod budget;
 mod config;
 mod connection;
 mod error;
@@ -84,10 +91,13 @@ mod hub;
 mod message;
 mod request;
 mod sequencer;
+mod socket;
 mod tickets;
+mod wire;
 
 pub use config::RealtimeConfig;
 pub use error::Error;
 pub use hub::{Hub, HubStats};
 pub use request::{origin_allowed, resume_point};
+pub use socket::on_connect;
 pub use tickets::{MAX_OUTSTANDING_TICKETS, Ticket, Tickets};

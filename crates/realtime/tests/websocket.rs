@@ -9,9 +9,9 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_http::ws::Item;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use actix_ws::Item;
 use awc::ws::{CloseCode, Frame, Message};
 use serde_json::Value;
 use tether_domain::{
