@@ -10,8 +10,7 @@ use actix_web::http::header::{CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS
 use actix_web::{App, HttpServer, web};
 use tether_auth::{Authority, Keyring, Secret};
 use tether_domain::{
-    Clock, EventFeed, EventSink, NoEvents, SessionManager, Sinks, StoredEvent, SystemClock,
-    TokenAuthority,
+    Clock, EventFeed, EventSink, SessionManager, Sinks, StoredEvent, SystemClock, TokenAuthority,
 };
 use tether_persistence::{Database, Options};
 use tether_realtime::{Hub, RealtimeConfig, Tickets};
@@ -53,7 +52,7 @@ pub enum StartError {
     },
 }
 
-/// Logs each lifecycle event as one line. The WebSocket hub will replace it as the fan-out.
+/// Logs each lifecycle event as one line (the hub, the other sink, fans events out to dashboards).
 struct LogEvents;
 
 impl EventSink for LogEvents {
@@ -162,18 +161,16 @@ impl Application {
             .map_err(|e| StartError::Config(e.to_string()))?;
         let config_error = |e: tether_domain::Error| StartError::Config(e.to_string());
 
-        // The hub reads sessions for its health summary through a manager of its own (which emits
-        // nothing); the writing manager tells the hub of each commit through its sink.
-        let reader = SessionManager::new(
-            Arc::new(db.clone()),
-            authority.clone(),
-            Arc::new(NoEvents),
-            clock.clone(),
-            policy,
-        )
-        .map_err(config_error)?;
+        // The hub reads the outbox, and the store for its health summary (the newest sessions and
+        // the counts); the one manager tells it of each commit through its sink.
         let feed: Arc<dyn EventFeed> = Arc::new(db.clone());
-        let hub = Hub::start(feed, reader, clock.clone(), realtime_config(&settings)).await?;
+        let hub = Hub::start(
+            feed,
+            Arc::new(db.clone()),
+            clock.clone(),
+            realtime_config(&settings),
+        )
+        .await?;
         let sinks = Sinks(vec![Arc::new(LogEvents), Arc::new(hub.clone())]);
         let manager = SessionManager::new(
             Arc::new(db.clone()),

@@ -14,28 +14,18 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use tether_domain::*;
+//! use tether_domain::{
+//!     CollectingSink, Error, InMemoryStore, ManualClock, Metadata, NewSession, NoTokens, Policy,
+//!     SessionId, SessionManager, SessionStatus, Timestamp,
+//! };
 //!
-//! # struct NoTokens;
-//! # impl TokenAuthority for NoTokens {
-//! #     fn lifetime(&self) -> Duration { Duration::from_secs(900) }
-//! #     fn mint(&self, _: &SessionId, _: Timestamp) -> Result<IssuedToken, Error> {
-//! #         Err(Error::Internal("no tokens in this example".into()))
-//! #     }
-//! #     fn rotate(&self, _: &VerifiedToken, _: Timestamp) -> Result<IssuedToken, Error> {
-//! #         Err(Error::Internal("no tokens in this example".into()))
-//! #     }
-//! #     fn verify(&self, _: &str, _: Timestamp) -> Result<VerifiedToken, Error> {
-//! #         Err(Error::Reconnect(ResultCode::InvalidToken))
-//! #     }
-//! # }
 //! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 //! # rt.block_on(async {
 //! let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_700_000_000)));
 //! let events = Arc::new(CollectingSink::default());
 //! let manager = SessionManager::new(
 //!     Arc::new(InMemoryStore::new()),
-//!     Arc::new(NoTokens), // tether_auth::Authority in a real service
+//!     Arc::new(NoTokens::default()), // tether_auth::Authority in a real service
 //!     events.clone(),
 //!     clock.clone(),
 //!     Policy::defaults(),
@@ -86,8 +76,8 @@ pub use manager::{MAX_PAGE, Page, Reconnected, SessionManager, SweepReport};
 pub use memory::InMemoryStore;
 pub use policy::{MAX_GRACE, Policy};
 pub use ports::{
-    Change, Cursor, EventFeed, IssuedToken, ListQuery, PlainToken, Recorded, SessionStore,
-    StatusCounts, TokenAuthority, VerifiedToken,
+    Change, Cursor, EventFeed, IssuedToken, ListQuery, NoTokens, PlainToken, Recorded,
+    SessionDirectory, SessionStore, StatusCounts, TokenAuthority, VerifiedToken,
 };
 pub use session::{
     DisconnectReason, MAX_METADATA_BYTES, MAX_SESSION_ID_LEN, Metadata, NewSession, Session,

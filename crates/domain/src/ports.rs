@@ -156,6 +156,33 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<Vec<Recorded>, Error>;
 }
 
+/// The read side of the registry that a live summary needs (the dashboards' `health_update`): the
+/// newest sessions and the count per state, and nothing that changes anything. Every
+/// [`SessionStore`] is one.
+#[async_trait]
+pub trait SessionDirectory: Send + Sync {
+    /// Up to `limit` sessions, newest activity first.
+    async fn newest(&self, limit: u32) -> Result<Vec<Session>, Error>;
+    /// Sessions per state.
+    async fn count_by_status(&self) -> Result<StatusCounts, Error>;
+}
+
+#[async_trait]
+impl<T: SessionStore + ?Sized> SessionDirectory for T {
+    async fn newest(&self, limit: u32) -> Result<Vec<Session>, Error> {
+        self.list(&ListQuery {
+            status: None,
+            limit,
+            after: None,
+        })
+        .await
+    }
+
+    async fn count_by_status(&self) -> Result<StatusCounts, Error> {
+        self.counts().await
+    }
+}
+
 /// The event-feed port: the outbox read back, for fan-out to dashboards and for resuming a stream.
 /// `realtime` reads events only through it, so it never depends on `persistence`.
 #[async_trait]
@@ -251,6 +278,50 @@ pub trait TokenAuthority: Send + Sync {
     /// [`Error::Reconnect`] with exactly one of `invalid_token`, `token_expired`,
     /// `invalid_token_purpose`.
     fn verify(&self, token: &str, now: Timestamp) -> Result<VerifiedToken, Error>;
+}
+
+/// A token authority that issues nothing: for embedders and tests that use the registry without
+/// reconnect tokens (a hub's reader, a test of session states). `mint` and `rotate` fail as
+/// internal errors; `verify` refuses every token as `invalid_token`.
+#[derive(Clone, Copy, Debug)]
+pub struct NoTokens {
+    lifetime: Duration,
+}
+
+impl NoTokens {
+    /// One whose (unused) token lifetime is `lifetime`: the manager checks it against its policy.
+    pub fn with_lifetime(lifetime: Duration) -> Self {
+        Self { lifetime }
+    }
+}
+
+impl Default for NoTokens {
+    /// The default policy's token lifetime (15 minutes).
+    fn default() -> Self {
+        Self::with_lifetime(crate::policy::Policy::defaults().token_lifetime())
+    }
+}
+
+impl TokenAuthority for NoTokens {
+    fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    fn mint(&self, _: &SessionId, _: Timestamp) -> Result<IssuedToken, Error> {
+        Err(Error::Internal(
+            "this service issues no reconnect tokens".into(),
+        ))
+    }
+
+    fn rotate(&self, _: &VerifiedToken, _: Timestamp) -> Result<IssuedToken, Error> {
+        Err(Error::Internal(
+            "this service issues no reconnect tokens".into(),
+        ))
+    }
+
+    fn verify(&self, _: &str, _: Timestamp) -> Result<VerifiedToken, Error> {
+        Err(Error::Reconnect(crate::codes::ResultCode::InvalidToken))
+    }
 }
 
 #[cfg(test)]

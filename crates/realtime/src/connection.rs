@@ -8,17 +8,20 @@
 //! in this file also watches.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::ws::{CloseCode, CloseReason, Frame, Item, ProtocolError};
 use socket2::Socket;
+use tether_domain::{Clock, EventFeed};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout_at};
 
+use crate::config::RealtimeConfig;
 use crate::error::{Error, chain};
-use crate::hub::{Hub, Kill, PAGE, Subscription};
 use crate::message::{self, Text};
 use crate::socket;
+use crate::subscription::{Kill, PAGE, Subscription};
 use crate::wire::{Gone, Inbound, Outbound};
 
 /// How long a closing connection may take to go: its close frame written and the connection
@@ -51,9 +54,17 @@ impl From<Gone> for End {
     }
 }
 
+/// What a connection needs besides its own channels: the feed to replay from, the clock for its
+/// messages' times, and the limits.
+pub(crate) struct Context {
+    pub(crate) feed: Arc<dyn EventFeed>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: RealtimeConfig,
+}
+
 /// Serves one upgraded connection until it ends, deregisters it, and closes it.
 pub(crate) async fn run(
-    hub: Hub,
+    hub: Context,
     out: Outbound,
     mut inbound: Inbound,
     socket: Option<Socket>,
@@ -111,9 +122,14 @@ async fn send(out: &Outbound, kill: &mut oneshot::Receiver<Kill>, text: Text) ->
 /// Sends the events in `(since, position]` from the outbox, then `resumed`. Events after `position`
 /// are already in the queue (the pump pushes everything after the registration position), so
 /// together the client sees each retained event exactly once.
-async fn replay(hub: &Hub, out: &Outbound, sub: &mut Subscription, since: u64) -> Result<(), End> {
+async fn replay(
+    hub: &Context,
+    out: &Outbound,
+    sub: &mut Subscription,
+    since: u64,
+) -> Result<(), End> {
     let position = sub.position;
-    let feed = hub.feed();
+    let feed = &hub.feed;
     let failed = |e: tether_domain::Error| {
         tracing::warn!(error = %chain(&e), since, "replay failed: the event feed could not be read");
         End::Close(CloseCode::Error, "replay_failed")
@@ -149,16 +165,11 @@ async fn replay(hub: &Hub, out: &Outbound, sub: &mut Subscription, since: u64) -
     // Complete when nothing after `since` was pruned and `since` is a position of this outbox (a
     // client ahead of us came from another database or epoch).
     let recovered = since >= pruned && since <= position;
-    let text = message::resumed(
-        last.unwrap_or(position),
-        hub.clock().now(),
-        recovered,
-        &epoch,
-    )
-    .map_err(|e| {
-        tracing::error!(error = %e, "could not serialize a resumed message");
-        End::Close(CloseCode::Error, "replay_failed")
-    })?;
+    let text = message::resumed(last.unwrap_or(position), hub.clock.now(), recovered, &epoch)
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not serialize a resumed message");
+            End::Close(CloseCode::Error, "replay_failed")
+        })?;
     send(out, &mut sub.kill, text).await
 }
 
@@ -172,8 +183,13 @@ async fn next_message(
 }
 
 /// The live phase: queue out, frames in, heartbeat.
-async fn serve(hub: &Hub, out: &Outbound, inbound: &mut Inbound, sub: &mut Subscription) -> End {
-    let config = *hub.config();
+async fn serve(
+    hub: &Context,
+    out: &Outbound,
+    inbound: &mut Inbound,
+    sub: &mut Subscription,
+) -> End {
+    let config = hub.config;
     let ping = config.ping_interval;
     let mut heartbeat = interval_at(Instant::now() + ping, ping);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);

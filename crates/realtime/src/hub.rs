@@ -15,12 +15,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use actix_http::ws::CloseCode;
 use actix_web::body::BoxBody;
 use actix_web::{HttpRequest, HttpResponse, web};
-use tether_domain::{
-    Clock, EventFeed, EventSink, ListQuery, SessionManager, SessionView, StoredEvent,
-};
+use tether_domain::{Clock, EventFeed, EventSink, SessionDirectory, SessionView, StoredEvent};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
@@ -30,70 +27,13 @@ use crate::config::RealtimeConfig;
 use crate::error::{Error, chain};
 use crate::message::{self, Text};
 use crate::sequencer::Sequencer;
+use crate::subscription::{Command, Kill, PAGE, Subscription};
 use crate::{connection, socket, wire};
 
-/// Rows read from the feed per query, by the pump and by a replay.
-pub(crate) const PAGE: u32 = 500;
 /// Sessions listed in a `health_update`.
 const HEALTH_SESSIONS: u32 = 50;
 /// Registry commands waiting for the pump. Small: the pump answers each without awaiting anything.
 const COMMAND_CAPACITY: usize = 64;
-
-/// Why the pump tells a connection to close.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Kill {
-    pub(crate) code: CloseCode,
-    pub(crate) reason: &'static str,
-}
-
-impl Kill {
-    /// It holds more bytes than its budget, or its queue overflowed.
-    pub(crate) const SLOW_CONSUMER: Kill = Kill {
-        code: CloseCode::Again,
-        reason: "slow_consumer",
-    };
-    /// The hub is stopping.
-    pub(crate) const SHUTDOWN: Kill = Kill {
-        code: CloseCode::Away,
-        reason: "server_shutdown",
-    };
-}
-
-/// One registered consumer, as its owner sees it: what the pump pushes, and the kill signal.
-/// Dropping it deregisters.
-pub(crate) struct Subscription {
-    /// The registry key.
-    id: u64,
-    /// The pump's `delivered` at registration: every later event (`seq > position`) goes to `queue`.
-    pub(crate) position: u64,
-    /// Serialized messages, in order.
-    pub(crate) queue: mpsc::Receiver<Text>,
-    /// Fires (once) when the pump removes this consumer.
-    pub(crate) kill: oneshot::Receiver<Kill>,
-    /// The bytes pushed to `queue` are charged here; the consumer releases them once sent.
-    pub(crate) budget: Arc<Budget>,
-    commands: mpsc::Sender<Command>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        // Best effort without awaiting: should the channel be full, the pump still drops the entry
-        // at its next push, which finds the queue closed.
-        let _ = self.commands.try_send(Command::Deregister { id: self.id });
-    }
-}
-
-enum Command {
-    Register {
-        queue: mpsc::Sender<Text>,
-        kill: oneshot::Sender<Kill>,
-        budget: Arc<Budget>,
-        reply: oneshot::Sender<(u64, u64)>,
-    },
-    Deregister {
-        id: u64,
-    },
-}
 
 /// What the handle and the pump share without a lock.
 #[derive(Default)]
@@ -154,17 +94,16 @@ impl Hub {
     /// Starts the pump at the feed's current end, so that a new hub does not replay history to live
     /// dashboards (a dashboard that wants history asks with `since`).
     ///
-    /// `manager` is only read, for the health summary (`list` and `counts`), so it may be one built
-    /// with [`NoEvents`](tether_domain::NoEvents); the manager that *writes* should have this hub
-    /// (or a [`Sinks`](tether_domain::Sinks) containing it) as its sink. That manager cannot be the
-    /// one passed here, since it needs the hub to be built.
+    /// `directory` is read for the health summary only (the newest sessions and the counts): the
+    /// store itself will do. The manager that *writes* should have this hub (or a
+    /// [`Sinks`](tether_domain::Sinks) containing it) as its sink.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`], [`Error::NoRuntime`] outside a tokio runtime, [`Error::Feed`] when the
     /// feed's position cannot be read.
     pub async fn start(
         feed: Arc<dyn EventFeed>,
-        manager: SessionManager,
+        directory: Arc<dyn SessionDirectory>,
         clock: Arc<dyn Clock>,
         config: RealtimeConfig,
     ) -> Result<Hub, Error> {
@@ -176,7 +115,7 @@ impl Hub {
         let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         let pump = Pump {
             feed: Arc::clone(&feed),
-            manager,
+            directory,
             clock: Arc::clone(&clock),
             config,
             signals: Arc::clone(&signals),
@@ -225,8 +164,13 @@ impl Hub {
         let subscription = self.subscribe_with(budget).await;
         // The payload and the body are not `Send`: the connection runs on this worker's local task
         // set, next to the actix-http dispatcher that polls them.
+        let context = connection::Context {
+            feed: Arc::clone(&self.inner.feed),
+            clock: Arc::clone(&self.inner.clock),
+            config: self.inner.config,
+        };
         actix_web::rt::spawn(connection::run(
-            self.clone(),
+            context,
             out,
             inbound,
             socket::take(req),
@@ -304,18 +248,6 @@ impl Hub {
             commands: self.inner.commands.clone(),
         })
     }
-
-    pub(crate) fn feed(&self) -> &Arc<dyn EventFeed> {
-        &self.inner.feed
-    }
-
-    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.clock
-    }
-
-    pub(crate) fn config(&self) -> &RealtimeConfig {
-        &self.inner.config
-    }
 }
 
 impl EventSink for Hub {
@@ -337,7 +269,7 @@ struct Entry {
 /// The task that owns the registry and the delivery position.
 struct Pump {
     feed: Arc<dyn EventFeed>,
-    manager: SessionManager,
+    directory: Arc<dyn SessionDirectory>,
     clock: Arc<dyn Clock>,
     config: RealtimeConfig,
     signals: Arc<Signals>,
@@ -478,12 +410,10 @@ impl Pump {
         if self.connections.is_empty() {
             return;
         }
-        let query = ListQuery {
-            status: None,
-            limit: HEALTH_SESSIONS,
-            after: None,
-        };
-        let (page, counts) = match (self.manager.list(query).await, self.manager.counts().await) {
+        let (newest, counts) = match (
+            self.directory.newest(HEALTH_SESSIONS).await,
+            self.directory.count_by_status().await,
+        ) {
             (Ok(page), Ok(counts)) => (page, counts),
             (Err(e), _) | (_, Err(e)) => {
                 // A missed summary is harmless; the next tick tries again.
@@ -491,7 +421,7 @@ impl Pump {
                 return;
             }
         };
-        let views: Vec<SessionView> = page.sessions.iter().map(SessionView::from).collect();
+        let views: Vec<SessionView> = newest.iter().map(SessionView::from).collect();
         match message::health(self.sequencer.delivered(), self.clock.now(), &views, counts) {
             Ok(text) => self.broadcast(&text),
             Err(e) => tracing::error!(error = %e, "could not serialize a health_update"),

@@ -7,23 +7,7 @@ use tether_domain::*;
 use tokio::time::timeout;
 
 use super::*;
-
-struct NoTokens;
-
-impl TokenAuthority for NoTokens {
-    fn lifetime(&self) -> Duration {
-        Policy::defaults().token_lifetime()
-    }
-    fn mint(&self, _: &SessionId, _: Timestamp) -> Result<IssuedToken, tether_domain::Error> {
-        Err(tether_domain::Error::Internal("no tokens here".into()))
-    }
-    fn rotate(&self, _: &VerifiedToken, _: Timestamp) -> Result<IssuedToken, tether_domain::Error> {
-        Err(tether_domain::Error::Internal("no tokens here".into()))
-    }
-    fn verify(&self, _: &str, _: Timestamp) -> Result<VerifiedToken, tether_domain::Error> {
-        Err(tether_domain::Error::Reconnect(ResultCode::InvalidToken))
-    }
-}
+use actix_http::ws::CloseCode;
 
 struct World {
     hub: Hub,
@@ -36,21 +20,16 @@ async fn world(config: RealtimeConfig) -> World {
     let manager = |sink: Arc<dyn EventSink>| {
         SessionManager::new(
             store.clone(),
-            Arc::new(NoTokens),
+            Arc::new(NoTokens::default()),
             sink,
             clock.clone(),
             Policy::defaults(),
         )
         .unwrap()
     };
-    let hub = Hub::start(
-        store.clone(),
-        manager(Arc::new(NoEvents)),
-        clock.clone(),
-        config,
-    )
-    .await
-    .unwrap();
+    let hub = Hub::start(store.clone(), store.clone(), clock.clone(), config)
+        .await
+        .unwrap();
     let manager = manager(Arc::new(hub.clone()));
     World { hub, manager }
 }
@@ -208,14 +187,14 @@ async fn a_new_hub_does_not_replay_history() {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_secs(1)));
     let manager = SessionManager::new(
         store.clone(),
-        Arc::new(NoTokens),
+        Arc::new(NoTokens::default()),
         Arc::new(NoEvents),
         clock.clone(),
         Policy::defaults(),
     )
     .unwrap();
     open(&manager, "old").await;
-    let hub = Hub::start(store, manager.clone(), clock, RealtimeConfig::default())
+    let hub = Hub::start(store.clone(), store, clock, RealtimeConfig::default())
         .await
         .unwrap();
     assert_eq!(hub.stats().delivered, 1);
@@ -246,20 +225,12 @@ async fn shutdown_kills_every_consumer_and_refuses_new_ones() {
 async fn invalid_config_is_refused_at_start() {
     let store = Arc::new(InMemoryStore::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let manager = SessionManager::new(
-        store.clone(),
-        Arc::new(NoTokens),
-        Arc::new(NoEvents),
-        clock.clone(),
-        Policy::defaults(),
-    )
-    .unwrap();
     let config = RealtimeConfig {
         health_interval: Duration::ZERO,
         ..RealtimeConfig::default()
     };
     assert!(matches!(
-        Hub::start(store, manager, clock, config).await,
+        Hub::start(store.clone(), store, clock, config).await,
         Err(crate::Error::InvalidConfig("health_interval"))
     ));
 }

@@ -22,22 +22,9 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-//! use tether_domain::*;
+//! use tether_domain::{Clock, InMemoryStore, NoTokens, Policy, SessionManager, SystemClock};
 //! use tether_realtime::{Hub, RealtimeConfig, origin_allowed, resume_point};
 //!
-//! # struct NoTokens;
-//! # impl TokenAuthority for NoTokens {
-//! #     fn lifetime(&self) -> Duration { Duration::from_secs(900) }
-//! #     fn mint(&self, _: &SessionId, _: Timestamp) -> Result<IssuedToken, Error> {
-//! #         Err(Error::Internal("no tokens in this example".into()))
-//! #     }
-//! #     fn rotate(&self, _: &VerifiedToken, _: Timestamp) -> Result<IssuedToken, Error> {
-//! #         Err(Error::Internal("no tokens in this example".into()))
-//! #     }
-//! #     fn verify(&self, _: &str, _: Timestamp) -> Result<VerifiedToken, Error> {
-//! #         Err(Error::Reconnect(ResultCode::InvalidToken))
-//! #     }
-//! # }
 //! async fn dashboard(
 //!     req: HttpRequest,
 //!     body: web::Payload,
@@ -57,15 +44,12 @@
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let store = Arc::new(InMemoryStore::new()); // tether_persistence in the service
 //!     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-//!     let tokens = Arc::new(NoTokens);
-//!     // The hub only reads sessions (for health_update) ...
-//!     let reader = SessionManager::new(
-//!         store.clone(), tokens.clone(), Arc::new(NoEvents), clock.clone(), Policy::defaults(),
-//!     )?;
-//!     let hub = Hub::start(store.clone(), reader, clock.clone(), RealtimeConfig::default()).await?;
+//!     // The hub reads the outbox, and the store (for health_update's newest sessions and counts) ...
+//!     let hub = Hub::start(store.clone(), store.clone(), clock.clone(), RealtimeConfig::default())
+//!         .await?;
 //!     // ... and the manager that writes wakes it after each commit.
 //!     let _manager = SessionManager::new(
-//!         store, tokens, Arc::new(hub.clone()), clock, Policy::defaults(),
+//!         store, Arc::new(NoTokens::default()), Arc::new(hub.clone()), clock, Policy::defaults(),
 //!     )?;
 //!
 //!     let data = web::Data::new(hub.clone());
@@ -92,6 +76,7 @@ mod message;
 mod request;
 mod sequencer;
 mod socket;
+mod subscription;
 mod tickets;
 mod wire;
 

@@ -19,8 +19,8 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use awc::ws::{CloseCode, Frame, Message};
 use serde_json::Value;
 use tether_domain::{
-    Clock, Error, InMemoryStore, IssuedToken, ManualClock, Metadata, NewSession, NoEvents, Policy,
-    ResultCode, SessionId, SessionManager, Timestamp, TokenAuthority, VerifiedToken,
+    Clock, InMemoryStore, ManualClock, Metadata, NewSession, NoTokens, Policy, SessionId,
+    SessionManager, Timestamp,
 };
 use tether_realtime::{Hub, RealtimeConfig, resume_point};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
@@ -36,23 +36,6 @@ const SESSIONS: usize = 20;
 const METADATA_BYTES: usize = 8000;
 /// The byte budget of the tests about it: about three `health_update`s.
 const BUDGET: usize = 512 * 1024;
-
-struct NoTokens;
-
-impl TokenAuthority for NoTokens {
-    fn lifetime(&self) -> Duration {
-        Policy::defaults().token_lifetime()
-    }
-    fn mint(&self, _: &SessionId, _: Timestamp) -> Result<IssuedToken, Error> {
-        Err(Error::Internal("no tokens in these tests".into()))
-    }
-    fn rotate(&self, _: &VerifiedToken, _: Timestamp) -> Result<IssuedToken, Error> {
-        Err(Error::Internal("no tokens in these tests".into()))
-    }
-    fn verify(&self, _: &str, _: Timestamp) -> Result<VerifiedToken, Error> {
-        Err(Error::Reconnect(ResultCode::InvalidToken))
-    }
-}
 
 struct World {
     manager: SessionManager,
@@ -74,20 +57,12 @@ async fn ws_route(
 async fn world(config: RealtimeConfig) -> World {
     let store = Arc::new(InMemoryStore::new());
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_secs(1_795_595_218)));
-    let reader = SessionManager::new(
-        store.clone(),
-        Arc::new(NoTokens),
-        Arc::new(NoEvents),
-        clock.clone(),
-        Policy::defaults(),
-    )
-    .unwrap();
-    let hub = Hub::start(store.clone(), reader, clock.clone(), config)
+    let hub = Hub::start(store.clone(), store.clone(), clock.clone(), config)
         .await
         .unwrap();
     let manager = SessionManager::new(
         store,
-        Arc::new(NoTokens),
+        Arc::new(NoTokens::default()),
         Arc::new(hub.clone()),
         clock,
         Policy::defaults(),

@@ -15,33 +15,14 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use awc::ws::{CloseCode, Frame, Message};
 use serde_json::Value;
 use tether_domain::{
-    Clock, DisconnectReason, Error, EventFeed, InMemoryStore, IssuedToken, ManualClock, Metadata,
-    NewSession, NoEvents, Policy, ResultCode, SessionId, SessionManager, Timestamp, TokenAuthority,
-    VerifiedToken,
+    Clock, DisconnectReason, EventFeed, InMemoryStore, ManualClock, Metadata, NewSession, NoTokens,
+    Policy, SessionId, SessionManager, Timestamp,
 };
 use tether_realtime::{Hub, RealtimeConfig, resume_point};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// Reconnect tokens play no part here.
-struct NoTokens;
-
-impl TokenAuthority for NoTokens {
-    fn lifetime(&self) -> Duration {
-        Policy::defaults().token_lifetime()
-    }
-    fn mint(&self, _: &SessionId, _: Timestamp) -> Result<IssuedToken, Error> {
-        Err(Error::Internal("no tokens in these tests".into()))
-    }
-    fn rotate(&self, _: &VerifiedToken, _: Timestamp) -> Result<IssuedToken, Error> {
-        Err(Error::Internal("no tokens in these tests".into()))
-    }
-    fn verify(&self, _: &str, _: Timestamp) -> Result<VerifiedToken, Error> {
-        Err(Error::Reconnect(ResultCode::InvalidToken))
-    }
-}
 
 struct World {
     store: Arc<InMemoryStore>,
@@ -65,20 +46,12 @@ async fn world(config: RealtimeConfig) -> World {
     let store = Arc::new(InMemoryStore::new());
     let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_795_595_218)));
     let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let reader = SessionManager::new(
-        store.clone(),
-        Arc::new(NoTokens),
-        Arc::new(NoEvents),
-        dyn_clock.clone(),
-        Policy::defaults(),
-    )
-    .unwrap();
-    let hub = Hub::start(store.clone(), reader, dyn_clock.clone(), config)
+    let hub = Hub::start(store.clone(), store.clone(), dyn_clock.clone(), config)
         .await
         .unwrap();
     let manager = SessionManager::new(
         store.clone(),
-        Arc::new(NoTokens),
+        Arc::new(NoTokens::default()),
         Arc::new(hub.clone()),
         dyn_clock,
         Policy::defaults(),
