@@ -23,10 +23,11 @@ bench:
 	./target/release/tether-bench --tether ./target/release/tether
 	ulimit -n 65536 2>/dev/null || true; ./target/release/tether-bench-ws --tether ./target/release/tether
 
-## What CI checks besides the tests.
+## What CI checks besides the tests: formatting, lints, and the docs (broken links are errors).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,5 +1,7 @@
-//! Request and response bodies: the wire shapes of the HTTP contract, kept apart from the domain types
-//! so that renaming a Rust item never changes what clients see.
+//! Request bodies and the answers particular to a route: wire shapes kept apart from the domain
+//! types, so that renaming a Rust item never changes what clients see. The session itself
+//! (`SessionView`) and the event data are the domain's: one shape shared by REST, the dashboards'
+//! WebSocket and the MCP tools, spelled out field by field there.
 
 use actix_web::web;
 use serde::de::DeserializeOwned;
@@ -76,7 +78,7 @@ pub struct CreateSession {
     /// Client-chosen id; generated when absent.
     #[serde(default)]
     pub session_id: Option<String>,
-    /// Owner.
+    /// Who owns the session, when known.
     #[serde(default)]
     pub principal: Option<String>,
     /// JSON object.
@@ -125,9 +127,9 @@ pub struct SessionList {
 /// Token responses.
 #[derive(Serialize)]
 pub struct TokenIssued {
-    /// Session.
+    /// The session the token belongs to.
     pub session_id: String,
-    /// The token.
+    /// The reconnect token (the only response that carries it).
     pub reconnect_token: String,
     /// Its lifetime.
     pub expires_in_minutes: u64,
@@ -138,7 +140,7 @@ pub struct TokenIssued {
 pub struct Reconnected {
     /// Always true.
     pub success: bool,
-    /// Session.
+    /// The session the token belongs to.
     pub session_id: String,
     /// "Session reconnected".
     pub message: &'static str,

@@ -73,7 +73,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     let (mut reply, status, database) = match state.db.ping().await {
         Ok(()) => (HttpResponse::Ok(), "ok", "ok"),
         Err(e) => {
-            tracing::warn!(error = %e, "health check: database unavailable");
+            tracing::warn!(error = %tether_domain::error_chain(&e), "health check: database unavailable");
             (
                 HttpResponse::ServiceUnavailable(),
                 "degraded",

@@ -88,7 +88,6 @@ fn realtime_config(settings: &Settings) -> RealtimeConfig {
         max_buffered_bytes: settings.ws.max_buffered_bytes,
         health_interval: Duration::from_millis(settings.ws.health_interval_ms),
         ping_interval: Duration::from_secs(settings.ws.ping_interval_secs),
-        ticket_ttl: Duration::from_secs(settings.ws.ticket_ttl_secs),
         ..RealtimeConfig::default()
     }
 }
@@ -395,7 +394,9 @@ async fn sweep_forever(
                 tracing::info!(idled = r.idled, reaped = r.reaped, "sweep");
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next tick"),
+            Err(e) => {
+                tracing::warn!(error = %tether_domain::error_chain(&e), "sweep failed; retrying next tick")
+            }
         }
         let now = SystemClock.now();
         match db
@@ -404,7 +405,9 @@ async fn sweep_forever(
         {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "outbox pruned"),
-            Err(e) => tracing::warn!(error = %e, "outbox pruning failed; retrying next tick"),
+            Err(e) => {
+                tracing::warn!(error = %tether_domain::error_chain(&e), "outbox pruning failed; retrying next tick");
+            }
         }
     }
 }

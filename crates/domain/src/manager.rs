@@ -1,5 +1,6 @@
-//! `SessionManager`: the use cases. Each one reads the clock once, performs one atomic store
-//! operation, and on success emits the event that reports it. This is the only place events are made.
+//! `SessionManager`: the use cases. Each one takes its time from the clock, performs one atomic store
+//! operation, and on success emits the event that reports it (a refused reconnect reads the row
+//! once more to say why). This is the only place events are made.
 
 use std::sync::Arc;
 
@@ -106,8 +107,9 @@ impl SessionManager {
         match self.store.get(id).await {
             Ok(None) => Error::NotFound,
             Ok(Some(s)) if s.is_disconnected() => Error::AlreadyDisconnected,
-            // The row changed between the two statements; report it as a conflict with the caller's
-            // view rather than guess.
+            // The conditional change missed although the row is live now: it changed between the
+            // two statements. Rare enough to report as an internal error (logged with its cause)
+            // rather than guess which rule failed.
             Ok(Some(_)) => Error::Internal("session changed concurrently".into()),
             Err(e) => e,
         }

@@ -292,13 +292,13 @@ pub struct NewSession {
 /// All fields of a session, for adapters that store and restore it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionParts {
-    /// Id.
+    /// The session's id (also its MCP session id when it was opened over MCP).
     pub id: SessionId,
     /// Kind of client.
     pub client_type: String,
     /// Client version.
     pub client_version: Option<String>,
-    /// Owner.
+    /// Who owns it (the authenticated principal), when known.
     pub principal: Option<String>,
     /// Current state.
     pub status: SessionStatus,
@@ -378,7 +378,7 @@ impl Session {
         &self.0
     }
 
-    /// Id.
+    /// The session's id.
     pub fn id(&self) -> &SessionId {
         &self.0.id
     }
@@ -390,7 +390,7 @@ impl Session {
     pub fn client_version(&self) -> Option<&str> {
         self.0.client_version.as_deref()
     }
-    /// Owner.
+    /// Who owns it, when known.
     pub fn principal(&self) -> Option<&str> {
         self.0.principal.as_deref()
     }

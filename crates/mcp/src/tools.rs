@@ -76,7 +76,7 @@ pub struct SessionInfo {
     pub client_type: String,
     /// Client version.
     pub client_version: Option<String>,
-    /// Owner.
+    /// Who owns the session, when known.
     pub principal: Option<String>,
     /// `active`, `idle` or `disconnected`.
     pub status: String,

@@ -24,8 +24,6 @@ pub struct RealtimeConfig {
     /// and its buffers are freed. A connection that holds nothing still takes one message larger
     /// than this. The kernel's socket buffers come on top (bounded by the system's `tcp_wmem`).
     pub max_buffered_bytes: usize,
-    /// Lifetime of a WebSocket ticket.
-    pub ticket_ttl: Duration,
     /// Period of an unprompted re-read of the feed: the safety net should a wake-up be lost.
     pub poll_interval: Duration,
     /// How long a hole in the outbox's `seq` (an id taken by a transaction that has not committed, or
@@ -41,7 +39,6 @@ impl Default for RealtimeConfig {
             ping_interval: Duration::from_secs(20),
             max_frame: 4096,
             max_buffered_bytes: 4 * 1024 * 1024,
-            ticket_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             gap_timeout: Duration::from_secs(5),
         }
@@ -61,7 +58,6 @@ impl RealtimeConfig {
             ("ping_interval", self.ping_interval.is_zero()),
             ("max_frame", self.max_frame == 0),
             ("max_buffered_bytes", self.max_buffered_bytes == 0),
-            ("ticket_ttl", self.ticket_ttl.is_zero()),
             ("poll_interval", self.poll_interval.is_zero()),
         ];
         match zero.into_iter().find(|(_, bad)| *bad) {

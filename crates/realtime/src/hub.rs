@@ -74,7 +74,7 @@ struct Inner {
 /// Handle to the event hub: fans events and health summaries out to WebSocket dashboards.
 ///
 /// Cloning is cheap (one `Arc`). It is also the [`EventSink`] to give the writing
-/// [`SessionManager`]: `publish` only wakes the pump, which then reads the outbox, so an event
+/// [`SessionManager`](tether_domain::SessionManager): `publish` only wakes the pump, which then reads the outbox, so an event
 /// reaches dashboards through one ordered path whether it was written here or by another instance.
 #[derive(Clone)]
 pub struct Hub {
