@@ -180,6 +180,8 @@ pub struct SessionSettings {
     pub reap_after_secs: u64,
     /// Sweep period, seconds.
     pub sweep_interval_secs: u64,
+    /// At most one activity write per session per this many ms (MCP requests, heartbeats).
+    pub activity_write_interval_ms: u64,
 }
 
 /// `[log]`.
@@ -348,10 +350,15 @@ impl Settings {
             self.token_lifetime(),
             Duration::from_secs(self.auth.reconnect_grace_seconds),
         )
+        .and_then(|p| {
+            p.with_activity_interval(Duration::from_millis(
+                self.sessions.activity_write_interval_ms,
+            ))
+        })
         .map_err(|e| {
             ConfigError(format!(
                 "sessions.idle_after_secs / sessions.reap_after_secs / auth.token_expiry_minutes / \
-                 auth.reconnect_grace_seconds: {e}"
+                 auth.reconnect_grace_seconds / sessions.activity_write_interval_ms: {e}"
             ))
         })
     }

@@ -47,6 +47,13 @@ pub struct SweepReport {
     pub reaped: usize,
 }
 
+/// Sessions whose heartbeat was written recently, and when: the coalescing of
+/// [`SessionManager::heartbeat`]. A cache only: losing it costs one write per session.
+type Heartbeats = std::sync::Mutex<std::collections::HashMap<SessionId, Timestamp>>;
+
+/// Above this many remembered heartbeats, entries older than the interval are dropped.
+const HEARTBEAT_PRUNE_AT: usize = 4096;
+
 /// The session use cases, over the four ports.
 #[derive(Clone)]
 pub struct SessionManager {
@@ -55,6 +62,7 @@ pub struct SessionManager {
     events: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
     policy: Policy,
+    heartbeats: Arc<Heartbeats>,
 }
 
 impl SessionManager {
@@ -81,6 +89,7 @@ impl SessionManager {
             events,
             clock,
             policy,
+            heartbeats: Arc::default(),
         })
     }
 
@@ -181,6 +190,50 @@ impl SessionManager {
         }
     }
 
+    /// Records activity, writing it at most once per [`Policy::activity_interval`] per session: a
+    /// heartbeat within the interval of the last written one is acknowledged without a store call
+    /// (every MCP request is a heartbeat). `last_activity`, and so the idle and reap decisions, lag
+    /// by at most the interval. `Ok(false)` when the session has ended or does not exist; an end
+    /// made through another manager (another instance) is noticed within the interval.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn heartbeat(&self, id: &SessionId) -> Result<bool, Error> {
+        let now = self.clock.now();
+        let interval = self.policy.activity_interval();
+        let recent = self
+            .heartbeats
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).copied())
+            .is_some_and(|last| now >= last && now.since(last) < interval);
+        if recent {
+            return Ok(true);
+        }
+        match self.touch(id).await {
+            Ok(_) => {
+                if let Ok(mut m) = self.heartbeats.lock() {
+                    if m.len() >= HEARTBEAT_PRUNE_AT {
+                        m.retain(|_, last| now.since(*last) < interval);
+                    }
+                    m.insert(id.clone(), now);
+                }
+                Ok(true)
+            }
+            Err(Error::NotFound | Error::AlreadyDisconnected) => {
+                self.forget_heartbeat(id);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn forget_heartbeat(&self, id: &SessionId) {
+        if let Ok(mut m) = self.heartbeats.lock() {
+            m.remove(id);
+        }
+    }
+
     /// Ends a session.
     ///
     /// # Errors
@@ -190,6 +243,8 @@ impl SessionManager {
         id: &SessionId,
         reason: DisconnectReason,
     ) -> Result<Session, Error> {
+        // Its heartbeats are not live any more, whatever the outcome below.
+        self.forget_heartbeat(id);
         let change = self.change(EventKind::Disconnected);
         match self.store.disconnect(id, &reason, change).await? {
             Some(recorded) => Ok(self.emit(recorded)),

@@ -836,3 +836,58 @@ async fn a_resumed_session_records_its_target_and_the_prefix_is_reserved() {
     let stored = DisconnectReason::from_stored("resumed:old").unwrap();
     assert_eq!(stored.resumed_target(), Some(id("old")));
 }
+
+#[tokio::test]
+async fn heartbeats_are_written_at_most_once_per_interval() {
+    let w = world();
+    w.manager.open(new_session("a")).await.unwrap();
+    let writes = || {
+        w.events
+            .kinds()
+            .iter()
+            .filter(|k| **k == EventKind::Updated(UpdateType::Activity))
+            .count()
+    };
+    assert!(w.manager.heartbeat(&id("a")).await.unwrap());
+    assert_eq!(writes(), 1);
+    for _ in 0..100 {
+        w.clock.advance(Duration::from_millis(9));
+        assert!(w.manager.heartbeat(&id("a")).await.unwrap());
+    }
+    assert_eq!(writes(), 1, "900 ms of heartbeats: one write");
+    w.clock.advance(Duration::from_millis(100));
+    assert!(w.manager.heartbeat(&id("a")).await.unwrap());
+    assert_eq!(
+        writes(),
+        2,
+        "past the 1 s interval: the next one is written"
+    );
+    assert_eq!(
+        w.manager.get(&id("a")).await.unwrap().last_activity(),
+        w.clock.now()
+    );
+}
+
+#[tokio::test]
+async fn a_heartbeat_for_an_ended_or_unknown_session_is_false() {
+    let w = world();
+    w.manager.open(new_session("a")).await.unwrap();
+    assert!(w.manager.heartbeat(&id("a")).await.unwrap());
+    w.manager
+        .disconnect(&id("a"), DisconnectReason::client_closed())
+        .await
+        .unwrap();
+    assert!(
+        !w.manager.heartbeat(&id("a")).await.unwrap(),
+        "ended through this manager: known at once, not after the interval"
+    );
+    assert!(!w.manager.heartbeat(&id("nope")).await.unwrap());
+}
+
+#[test]
+fn the_activity_interval_must_be_shorter_than_idle_after() {
+    let p = Policy::defaults();
+    assert_eq!(p.activity_interval(), Duration::from_secs(1));
+    assert!(p.with_activity_interval(Duration::ZERO).is_ok());
+    assert!(p.with_activity_interval(5 * MINUTE).is_err());
+}

@@ -8,13 +8,17 @@ use crate::error::Error;
 /// Longest allowed grace window for a lost reconnect response.
 pub const MAX_GRACE: Duration = Duration::from_secs(30);
 
-/// Idle, reap, token lifetime and grace, checked against each other.
+/// Default for [`Policy::activity_interval`].
+pub const DEFAULT_ACTIVITY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Idle, reap, token lifetime, grace and the heartbeat write interval, checked against each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
     idle_after: Duration,
     reap_after: Duration,
     token_lifetime: Duration,
     grace: Duration,
+    activity_interval: Duration,
 }
 
 impl Policy {
@@ -25,6 +29,7 @@ impl Policy {
             reap_after: Duration::from_secs(30 * 60),
             token_lifetime: Duration::from_secs(15 * 60),
             grace: Duration::ZERO,
+            activity_interval: DEFAULT_ACTIVITY_INTERVAL,
         }
     }
 
@@ -70,7 +75,26 @@ impl Policy {
             reap_after,
             token_lifetime,
             grace,
+            activity_interval: DEFAULT_ACTIVITY_INTERVAL.min(idle_after),
         })
+    }
+
+    /// The same policy with heartbeats written at most once per `interval` per session (see
+    /// [`SessionManager::heartbeat`](crate::SessionManager::heartbeat)); zero writes every one.
+    ///
+    /// # Errors
+    /// [`Error::Policy`] when `interval` is not shorter than `idle_after`: idle decisions would be
+    /// off by more than the idle window itself.
+    pub fn with_activity_interval(mut self, interval: Duration) -> Result<Self, Error> {
+        if interval >= self.idle_after {
+            return Err(Error::Policy(format!(
+                "the activity write interval ({} ms) must be shorter than idle_after ({}s)",
+                interval.as_millis(),
+                self.idle_after.as_secs()
+            )));
+        }
+        self.activity_interval = interval;
+        Ok(self)
     }
 
     /// Inactivity after which an active session becomes idle.
@@ -88,6 +112,10 @@ impl Policy {
     /// Window in which the previous token may be retried idempotently (zero = off).
     pub fn grace(&self) -> Duration {
         self.grace
+    }
+    /// At most one heartbeat write per session per this interval.
+    pub fn activity_interval(&self) -> Duration {
+        self.activity_interval
     }
 }
 

@@ -163,35 +163,29 @@ impl McpSessions {
             .or_else(|| SessionId::parse(mcp_id).ok())
     }
 
-    /// Records activity on the session `mcp_id` acts on. `false` when that session has ended or is
-    /// unknown: the MCP session is over.
+    /// Records activity on the session `mcp_id` acts on (a heartbeat: written at most once per
+    /// `Policy::activity_interval`). `false` when that session has ended or is unknown: the MCP
+    /// session is over.
     pub(crate) async fn touch(&self, mcp_id: &str) -> Result<bool, Error> {
         let Some(id) = self.bound_id(mcp_id) else {
             return Ok(false);
         };
-        match self.manager.touch(&id).await {
-            Ok(_) => Ok(true),
-            // Its own row may have ended because it resumed another session (after a restart the
-            // map is empty): the store says which.
-            Err(DomainError::NotFound | DomainError::AlreadyDisconnected) => {
-                match self.resolve(mcp_id).await? {
-                    Some(r) if r.bound.id() != &id => self.touch_resolved(&r).await,
-                    _ => {
-                        self.forget(mcp_id);
-                        Ok(false)
-                    }
-                }
+        if self.manager.heartbeat(&id).await? {
+            return Ok(true);
+        }
+        // Its own row may have ended because it resumed another session (after a restart the map
+        // is empty): the store says which.
+        match self.resolve(mcp_id).await? {
+            Some(r) if r.bound.id() != &id => self.touch_resolved(&r).await,
+            _ => {
+                self.forget(mcp_id);
+                Ok(false)
             }
-            Err(e) => Err(e.into()),
         }
     }
 
     async fn touch_resolved(&self, r: &Resolved) -> Result<bool, Error> {
-        match self.manager.touch(r.bound.id()).await {
-            Ok(_) => Ok(true),
-            Err(DomainError::NotFound | DomainError::AlreadyDisconnected) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.manager.heartbeat(r.bound.id()).await?)
     }
 
     /// Binds MCP session `mcp_id` to `target`, which its client has just resumed with a token. Its

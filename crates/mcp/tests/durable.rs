@@ -12,8 +12,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 use tether_domain::{
-    CollectingSink, DisconnectReason, EventKind, InMemoryStore, Policy, SessionId, SessionManager,
-    SessionStatus, SystemClock, UpdateType,
+    CollectingSink, DisconnectReason, EventKind, InMemoryStore, ManualClock, Policy, SessionId,
+    SessionManager, SessionStatus, UpdateType,
 };
 use tether_mcp::{DurableSessionManager, McpSessions, SessionTools, TetherServer};
 
@@ -22,9 +22,14 @@ type Service = StreamableHttpService<TetherServer, DurableSessionManager<LocalSe
 struct World {
     sessions: McpSessions,
     events: Arc<CollectingSink>,
+    clock: Arc<ManualClock>,
 }
 
 fn world() -> World {
+    world_with(Policy::defaults())
+}
+
+fn world_with(policy: Policy) -> World {
     let secret = tether_auth::Secret::new(vec![9u8; 32]).unwrap();
     let tokens = tether_auth::Authority::new(
         tether_auth::Keyring::new(secret),
@@ -34,17 +39,19 @@ fn world() -> World {
     )
     .unwrap();
     let events = Arc::new(CollectingSink::default());
+    let clock = Arc::new(ManualClock::at_wall_time());
     let manager = SessionManager::new(
         Arc::new(InMemoryStore::new()),
         Arc::new(tokens),
         events.clone(),
-        Arc::new(SystemClock),
-        Policy::defaults(),
+        clock.clone(),
+        policy,
     )
     .unwrap();
     World {
         sessions: McpSessions::new(manager),
         events,
+        clock,
     }
 }
 
@@ -126,9 +133,21 @@ async fn tool(svc: &Service, sid: &str, name: &str, args: Value) -> (u16, Value)
     (status, reply)
 }
 
+fn activity_writes(w: &World) -> usize {
+    w.events
+        .kinds()
+        .into_iter()
+        .filter(|k| *k == EventKind::Updated(UpdateType::Activity))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initialize_registers_the_client_and_every_request_is_activity() {
-    let w = world();
+    let w = world_with(
+        Policy::defaults()
+            .with_activity_interval(std::time::Duration::ZERO)
+            .unwrap(),
+    );
     let svc = process(&w);
     let sid = initialize(&svc, "claude-code").await;
     let session = w
@@ -152,16 +171,29 @@ async fn initialize_registers_the_client_and_every_request_is_activity() {
         reply["result"]["structuredContent"]["session_id"],
         sid.as_str()
     );
-    let activity = w
-        .events
-        .kinds()
-        .into_iter()
-        .filter(|k| *k == EventKind::Updated(UpdateType::Activity))
-        .count();
-    assert!(
-        activity >= 2,
-        "the notification and the call each count: {activity}"
+    assert_eq!(
+        activity_writes(&w),
+        2,
+        "the notification and the call each count"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_is_written_once_per_interval() {
+    let w = world();
+    let svc = process(&w);
+    let sid = initialize(&svc, "cli").await;
+    for _ in 0..20 {
+        assert_eq!(tool(&svc, &sid, "session_info", json!({})).await.0, 200);
+    }
+    assert_eq!(
+        activity_writes(&w),
+        1,
+        "21 requests inside one second: one write"
+    );
+    w.clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(tool(&svc, &sid, "session_info", json!({})).await.0, 200);
+    assert_eq!(activity_writes(&w), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
