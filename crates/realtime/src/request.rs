@@ -29,7 +29,7 @@ pub fn resume_point(req: &HttpRequest) -> Result<Option<u64>, Error> {
         None => Ok(None),
         Some(value) => {
             let text = value.to_str().map_err(|_| {
-                Error::InvalidResumePoint(String::from_utf8_lossy(value.as_bytes()).into_owned())
+                Error::InvalidResumePoint(truncate(&String::from_utf8_lossy(value.as_bytes())))
             })?;
             parse(text.trim()).map(Some)
         }
