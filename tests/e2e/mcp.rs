@@ -307,8 +307,15 @@ async fn postgres_a_session_moves_between_instances() {
     let Some(db) = Db::postgres().await else {
         return;
     };
-    let a = Server::start(&db.url());
-    let b = Server::start(&db.url());
+    // Every request written: an end on one instance is then seen by the other at once (with the
+    // default 1 s coalescing, within that second).
+    let mut env = base_env(&db.url());
+    env.push((
+        "TETHER_SESSIONS__ACTIVITY_WRITE_INTERVAL_MS".into(),
+        "0".into(),
+    ));
+    let a = Server::start_with(&env);
+    let b = Server::start_with(&env);
     let sid = raw_initialize(&mcp_url(&a)).await;
     let headers = [
         AUTH,

@@ -351,14 +351,15 @@ impl Settings {
             Duration::from_secs(self.auth.reconnect_grace_seconds),
         )
         .and_then(|p| {
-            p.with_activity_interval(Duration::from_millis(
-                self.sessions.activity_write_interval_ms,
-            ))
+            // Never more than half the idle window, whatever is configured: a very short
+            // idle_after (tests, demos) must not make the start fail over this tuning knob.
+            let wanted = Duration::from_millis(self.sessions.activity_write_interval_ms);
+            p.with_activity_interval(wanted.min(p.idle_after() / 2))
         })
         .map_err(|e| {
             ConfigError(format!(
                 "sessions.idle_after_secs / sessions.reap_after_secs / auth.token_expiry_minutes / \
-                 auth.reconnect_grace_seconds / sessions.activity_write_interval_ms: {e}"
+                 auth.reconnect_grace_seconds: {e}"
             ))
         })
     }
