@@ -10,21 +10,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::hardening::{connect_from, read_to_close};
-use crate::support::{Db, KEY, Server, base_env};
+use crate::support::{Db, KEY, Server, env_with};
 
 /// Memory the process may keep after an attack is over (allocator caches, pools): far below what
 /// the attacks once left behind (hundreds of MB).
 const RSS_SLACK_KIB: u64 = 48 * 1024;
-
-fn env(db: &Db, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = base_env(&db.url());
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    env
-}
 
 fn assert_no_panic(server: &Server) {
     let log = server.stderr.lock().unwrap().clone();
@@ -37,7 +27,10 @@ fn assert_no_panic(server: &Server) {
 #[actix_rt::test]
 async fn stalled_bodies_at_volume() {
     let db = Db::sqlite();
-    let server = Server::start_with(&env(&db, &[("TETHER_SERVER__BODY_TIMEOUT_MS", "1000")]));
+    let server = Server::start_with(&env_with(
+        &db,
+        &[("TETHER_SERVER__BODY_TIMEOUT_MS", "1000")],
+    ));
     server.create("legit").await;
     let baseline = server.rss_kib();
 
@@ -92,7 +85,7 @@ async fn stalled_bodies_at_volume() {
 #[actix_rt::test]
 async fn garbage_reconnect_flood() {
     let db = Db::sqlite();
-    let server = Server::start_with(&env(
+    let server = Server::start_with(&env_with(
         &db,
         &[("TETHER_LIMITS__RECONNECT_PER_ADDRESS", "600")],
     ));
@@ -194,7 +187,7 @@ fn raw_dashboard(source: [u8; 4], server: &Server) -> TcpStream {
 #[actix_rt::test]
 async fn dashboards_that_never_read() {
     let db = Db::sqlite();
-    let server = Server::start_with(&env(
+    let server = Server::start_with(&env_with(
         &db,
         &[
             ("TETHER_WS__HEALTH_INTERVAL_MS", "100"),

@@ -315,16 +315,6 @@ pub fn read_to_close(stream: &mut std::net::TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn env_with(db: &Db, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = crate::support::base_env(&db.url());
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    env
-}
-
 /// A body that never arrives is answered 408 and its connection closed; a head that never ends
 /// too (issue 7 item 3).
 #[actix_rt::test]
@@ -332,7 +322,7 @@ async fn stalled_requests_time_out() {
     use std::io::Write as _;
 
     let db = Db::sqlite();
-    let server = Server::start_with(&env_with(
+    let server = Server::start_with(&crate::support::env_with(
         &db,
         &[
             ("TETHER_SERVER__BODY_TIMEOUT_MS", "500"),
@@ -381,7 +371,7 @@ async fn connections_per_address_are_capped() {
     use std::io::Write as _;
 
     let db = Db::sqlite();
-    let server = Server::start_with(&env_with(
+    let server = Server::start_with(&crate::support::env_with(
         &db,
         &[("TETHER_SERVER__MAX_CONNECTIONS_PER_IP", "4")],
     ));
@@ -463,7 +453,7 @@ fn assert_limited(answer: &str) {
 #[actix_rt::test]
 async fn rate_limits_answer_429_per_key() {
     let db = Db::sqlite();
-    let server = Server::start_with(&env_with(
+    let server = Server::start_with(&crate::support::env_with(
         &db,
         &[
             ("TETHER_LIMITS__RECONNECT_PER_ADDRESS", "3"),
@@ -566,7 +556,7 @@ async fn rate_limits_answer_429_per_key() {
 #[actix_rt::test]
 async fn forwarded_addresses_only_from_trusted_proxies() {
     let db = Db::sqlite();
-    let server = Server::start_with(&env_with(
+    let server = Server::start_with(&crate::support::env_with(
         &db,
         &[
             ("TETHER_LIMITS__RECONNECT_PER_ADDRESS", "1"),
@@ -627,7 +617,10 @@ async fn forwarded_addresses_only_from_trusted_proxies() {
 #[actix_rt::test]
 async fn too_many_outstanding_tickets_is_429() {
     let db = Db::sqlite();
-    let server = Server::start_with(&env_with(&db, &[("TETHER_LIMITS__TICKETS_PER_KEY", "0")]));
+    let server = Server::start_with(&crate::support::env_with(
+        &db,
+        &[("TETHER_LIMITS__TICKETS_PER_KEY", "0")],
+    ));
     let mut refused = None;
     'mint: for _ in 0..(10_000 / 50 + 1) {
         let batch = (0..50).map(|_| server.call("POST", "/ws/ticket", None, true));

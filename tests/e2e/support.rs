@@ -114,6 +114,17 @@ pub fn base_env(db_url: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// [`base_env`] for `db` plus `extra` settings.
+pub fn env_with(db: &Db, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = base_env(&db.url());
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    env
+}
+
 fn command(env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
     // Only what the test says: nothing leaks in from the developer's shell.

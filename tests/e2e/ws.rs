@@ -7,7 +7,7 @@ use awc::ws::{CloseCode, Frame, Message};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 
-use crate::support::{self, Db, KEY, Server};
+use crate::support::{Db, KEY, Server};
 
 const BOUND: Duration = Duration::from_secs(15);
 
@@ -237,20 +237,10 @@ async fn postgres_every_event_reaches_every_dashboard() {
     db.remove().await;
 }
 
-fn env_with(db: &Db, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = support::base_env(&db.url());
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    env
-}
-
 #[actix_rt::test]
 async fn idle_and_health_updates_arrive() {
     let db = Db::sqlite();
-    let server = Server::start_with(&env_with(
+    let server = Server::start_with(&crate::support::env_with(
         &db,
         &[
             ("TETHER_SESSIONS__IDLE_AFTER_SECS", "1"),
@@ -361,7 +351,7 @@ async fn postgres_resume_loses_and_repeats_nothing() {
 #[actix_rt::test]
 async fn resume_after_pruning_is_not_recovered() {
     let db = Db::sqlite();
-    let server = Server::start_with(&env_with(
+    let server = Server::start_with(&crate::support::env_with(
         &db,
         &[
             ("TETHER_EVENTS__RETENTION_COUNT", "2"),
@@ -470,7 +460,7 @@ async fn oversized_inbound_frames_are_refused() {
 #[actix_rt::test]
 async fn a_stalled_dashboard_is_closed_and_the_others_keep_up() {
     let db = Db::sqlite();
-    let server = Server::start_with(&env_with(
+    let server = Server::start_with(&crate::support::env_with(
         &db,
         &[
             ("TETHER_WS__HEALTH_INTERVAL_MS", "50"),
