@@ -54,6 +54,8 @@
 //! ```
 
 mod codes;
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 mod error;
 mod events;
 mod manager;

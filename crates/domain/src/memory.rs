@@ -1,5 +1,6 @@
-//! An in-memory `SessionStore` and `EventFeed`: the reference the SQL adapters are checked against, and
-//! a store for embedders' tests. One mutex makes every operation atomic (the change and its outbox
+//! An in-memory `SessionStore` and `EventFeed`, a store for embedders' tests. Its conditions and changes
+//! are the domain's rules and transitions themselves (`Session::can_consume`, `apply_reconnect`, ...);
+//! like the SQL adapters it is held to them by the contract suite (`crate::contract`). One mutex makes every operation atomic (the change and its outbox
 //! row together), as a database transaction does for the adapters.
 
 use std::collections::BTreeMap;
@@ -391,6 +392,20 @@ mod tests {
             at: Timestamp::from_secs(1),
             event: EventKind::Created,
         }
+    }
+
+    /// The in-memory store keeps the store contract (the same suite the SQL adapters run).
+    #[tokio::test]
+    async fn keeps_the_store_contract() {
+        crate::contract::check_store_and_feed(|| async {
+            std::sync::Arc::new(InMemoryStore::new())
+        })
+        .await;
+        // And through a trait object, as an embedder holding `Arc<dyn SessionStore>` would run it.
+        crate::contract::check_store(|| async {
+            std::sync::Arc::new(InMemoryStore::new()) as std::sync::Arc<dyn SessionStore>
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -1,11 +1,11 @@
-//! Connecting: URL parsing, pools with timeouts, SQLite pragmas, and migrations.
+//! Connecting: URL parsing, pools with timeouts, SQLite pragmas, migrations; the `settings` table.
 
 use std::time::Duration;
 
 use deadpool::Runtime;
 use diesel::connection::SimpleConnection;
 use diesel::sqlite::SqliteConnection;
-use diesel::{Connection, ExpressionMethods, QueryDsl};
+use diesel::{Connection, ExpressionMethods, OptionalExtension, QueryDsl};
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
@@ -16,6 +16,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use crate::conn::{Conn, Connections, Pools};
 use crate::error::Error;
 use crate::schema::settings;
 
@@ -57,33 +58,13 @@ impl Default for Options {
     }
 }
 
-#[derive(Clone)]
-pub(crate) enum Pools {
-    Sqlite(Pool<SqliteConn>),
-    Postgres(Pool<AsyncPgConnection>),
-}
-
-/// A migrated database with its connection pool; implements the domain's `SessionStore`.
+/// A migrated database with its connection pool; implements the domain's `SessionStore` and
+/// `EventFeed`.
 #[derive(Clone)]
 pub struct Database {
-    pub(crate) pools: Pools,
-    pub(crate) timeout: Duration,
+    /// The only way to a connection (see `Database::with_conn`).
+    pub(crate) conns: Connections,
     pub(crate) feed: std::sync::Arc<crate::feed::FeedState>,
-    /// The runtime `connect` ran on, where SQLite calls run (see [`Database::detached`]).
-    runtime: tokio::runtime::Handle,
-}
-
-/// The same database, its port methods running on the caller's task. `Database`'s own port methods
-/// hand SQLite calls to [`Database::detached`] and then use these.
-#[derive(Clone, Debug)]
-pub(crate) struct Direct(pub(crate) Database);
-
-impl std::ops::Deref for Direct {
-    type Target = Database;
-
-    fn deref(&self) -> &Database {
-        &self.0
-    }
 }
 
 impl std::fmt::Debug for Database {
@@ -91,7 +72,7 @@ impl std::fmt::Debug for Database {
         // The URL may hold a password: show only the backend.
         f.debug_struct("Database")
             .field("backend", &self.backend())
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.conns.timeout())
             .finish()
     }
 }
@@ -182,19 +163,14 @@ impl Database {
             }
         };
         Ok(Self {
-            pools,
-            timeout: options.timeout,
+            conns: Connections::new(pools, options.timeout),
             feed: std::sync::Arc::new(crate::feed::FeedState::new(listen_url)),
-            runtime: tokio::runtime::Handle::current(),
         })
     }
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        match self.pools {
-            Pools::Sqlite(_) => Backend::Sqlite,
-            Pools::Postgres(_) => Backend::Postgres,
-        }
+        self.conns.backend()
     }
 
     /// One trivial statement: whether the database answers now.
@@ -202,37 +178,10 @@ impl Database {
     /// # Errors
     /// As for any statement.
     pub async fn ping(&self) -> Result<(), Error> {
-        self.detached(
-            |db| async move { on_conn!(&*db, conn => conn.batch_execute("SELECT 1").await?) },
-        )
+        self.with_conn(|conn| {
+            Box::pin(async move { Ok(on_conn!(conn, |c| c.batch_execute("SELECT 1").await)?) })
+        })
         .await
-    }
-
-    pub(crate) fn direct(&self) -> Direct {
-        Direct(self.clone())
-    }
-
-    /// Runs `work` so that it is never dropped half-way on the caller's task. diesel-async's SQLite
-    /// wrapper, when its future is dropped before the blocking statement finished (a timeout, a client
-    /// that hung up), waits for it with `block_in_place`, which panics on a current-thread runtime such
-    /// as an actix worker's. So on SQLite the call runs as a task of the multi-threaded runtime that
-    /// `connect` ran on, and dropping the caller only detaches it. PostgreSQL's driver is cancel-safe
-    /// and runs in place.
-    pub(crate) async fn detached<T, E, F, Fut>(&self, work: F) -> Result<T, E>
-    where
-        F: FnOnce(Direct) -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: From<Error> + Send + 'static,
-    {
-        match self.pools {
-            Pools::Sqlite(_) => self
-                .runtime
-                .spawn(work(self.direct()))
-                .await
-                .map_err(|e| E::from(Error::Task(e.to_string())))?,
-            Pools::Postgres(_) => work(self.direct()).await,
-        }
     }
 
     /// The value of setting `name`, storing `candidate` first if it has none. Every instance on one
@@ -242,19 +191,36 @@ impl Database {
     /// As for any statement.
     pub async fn setting_or_insert(&self, name: &str, candidate: &str) -> Result<String, Error> {
         use diesel_async::RunQueryDsl;
-        on_conn!(self, conn => {
-            diesel::insert_into(settings::table)
-                .values((settings::name.eq(name), settings::value.eq(candidate)))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            settings::table
-                .find(name)
-                .select(settings::value)
-                .first::<String>(conn)
-                .await?
+        let (name, candidate) = (name.to_owned(), candidate.to_owned());
+        self.with_conn(move |mut conn| {
+            Box::pin(async move {
+                on_conn!(conn.reborrow(), |c| {
+                    diesel::insert_into(settings::table)
+                        .values((settings::name.eq(&name), settings::value.eq(&candidate)))
+                        .on_conflict_do_nothing()
+                        .execute(c)
+                        .await
+                })?;
+                setting(conn, &name)
+                    .await?
+                    .ok_or_else(|| Error::Corrupt(format!("setting {name} vanished")))
+            })
         })
+        .await
     }
+}
+
+/// The value of setting `name`, if any.
+pub(crate) async fn setting(conn: Conn<'_>, name: &str) -> Result<Option<String>, Error> {
+    use diesel_async::RunQueryDsl;
+    Ok(on_conn!(conn, |c| {
+        settings::table
+            .find(name)
+            .select(settings::value)
+            .first::<String>(c)
+            .await
+            .optional()
+    })?)
 }
 
 fn build_pool<C>(mgr: AsyncDieselConnectionManager<C>, options: Options) -> Result<Pool<C>, Error>

@@ -6,9 +6,16 @@
 //! RETURNING *` plus its event's row in the `session_events` outbox, in one transaction: a reconnect
 //! consumes its token with a compare-and-swap on the token hash, and counters are incremented by the
 //! database, never read and written back. On PostgreSQL a trigger NOTIFYs every instance of new
-//! events; each instance LISTENs on a connection of its own and reconnects by itself. Each call is bounded by [`Options::timeout`], so a frozen database yields
-//! `Unavailable` instead of a hung request. Migrations for both backends are embedded and run by
-//! [`Database::connect`].
+//! events; each instance LISTENs on a connection of its own and reconnects by itself. Each call is
+//! bounded by [`Options::timeout`], so a frozen database yields `Unavailable` instead of a hung
+//! request. Migrations for both backends are embedded and run by [`Database::connect`].
+//!
+//! The modules: `conn` (every call's entry point, `Database::with_conn`, and the one macro that
+//! compiles a query body for both backends), `db` (connecting, pools, migrations, settings), `store`
+//! (`SessionStore`: the rules as SQL), `feed` (`EventFeed`, wake-ups, pruning), `postgres` (what only
+//! PostgreSQL has: the one-statement reconnect, LISTEN, ending connections), `models` and `schema`
+//! (rows and tables), `admin` (creating and dropping databases). The store contract that both
+//! backends must keep is `tether_domain::contract`, run in `tests/it/contract.rs`.
 //!
 //! ```
 //! use tether_domain::{
@@ -44,44 +51,16 @@
 //! # }).unwrap();
 //! ```
 
-/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend `$db` uses, the whole
-/// call (pool wait included) bounded by the database timeout. The body is compiled once per backend,
-/// so one query text serves both.
-macro_rules! on_conn {
-    ($db:expr, $conn:ident => $body:expr) => {{
-        let db = $db;
-        let work = async {
-            match &db.pools {
-                $crate::db::Pools::Sqlite(pool) => {
-                    let mut guard = pool
-                        .get()
-                        .await
-                        .map_err(|e| $crate::Error::Pool(Box::new(e)))?;
-                    let $conn = &mut *guard;
-                    Ok::<_, $crate::Error>($body)
-                }
-                $crate::db::Pools::Postgres(pool) => {
-                    let mut guard = pool
-                        .get()
-                        .await
-                        .map_err(|e| $crate::Error::Pool(Box::new(e)))?;
-                    let $conn = &mut *guard;
-                    Ok::<_, $crate::Error>($body)
-                }
-            }
-        };
-        match tokio::time::timeout(db.timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err($crate::Error::Timeout(db.timeout)),
-        }
-    }};
-}
+// First: its macro, `on_conn!`, serves the modules below.
+#[macro_use]
+mod conn;
 
 pub mod admin;
 mod db;
 mod error;
 mod feed;
 mod models;
+mod postgres;
 mod schema;
 mod store;
 

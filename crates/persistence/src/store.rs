@@ -1,225 +1,260 @@
 //! The `SessionStore` port on SQL. Each state change is one transaction: a single
-//! `UPDATE ... WHERE <rule> RETURNING` (the SQL twin of the `Session::can_*`/`should_*` rules and
-//! `apply_*` transitions in the domain) plus the event's outbox row. The contract suite in `tests/`
-//! runs the same cases here and on the in-memory store.
+//! `UPDATE ... WHERE <rule> RETURNING` plus the event's outbox row. The `WHERE` clauses are the SQL
+//! twins of the domain's rules (`Session::is_disconnected`, `can_consume`, `should_idle`,
+//! `should_reap`) and the changesets of its `apply_*` transitions; the domain's contract suite
+//! (`tether_domain::contract`, run in `tests/it/contract.rs`) holds both backends to the rules.
 
 use async_trait::async_trait;
-use diesel::dsl::count_star;
+use diesel::dsl::{Filter, Find, NotEq, count_star};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::QueryFragment;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel::sqlite::Sqlite;
+use diesel_async::RunQueryDsl;
 use tether_domain::{
     Change, DisconnectReason, Error as DomainError, ListQuery, Recorded, Session, SessionEvent,
     SessionId, SessionStatus, SessionStore, StatusCounts, StoredEvent, Timestamp, TokenHash,
 };
 
-use crate::db::{Database, Direct};
+use crate::conn::{Conn, Work};
+use crate::db::Database;
 use crate::error::Error;
 use crate::models::{NewEventRow, SessionRow};
+use crate::postgres;
 use crate::schema::session_events;
 use crate::schema::sessions::{self, dsl as s};
 
-const DISCONNECTED: &str = "disconnected";
+const ACTIVE: &str = SessionStatus::Active.as_str();
+const IDLE: &str = SessionStatus::Idle.as_str();
+const DISCONNECTED: &str = SessionStatus::Disconnected.as_str();
 
-/// Inside a transaction on `$conn`: turns the changed `$row` into the domain session, appends its
-/// event (made by the domain from the row after the change) to the outbox and yields the `Recorded`.
-macro_rules! record {
-    ($conn:ident, $row:expr, $change:expr) => {{
-        let session = $row.into_session()?;
-        let event = SessionEvent::of($change.event, &session, $change.at);
-        let seq: i64 = diesel::insert_into(session_events::table)
-            .values(NewEventRow::from_event(&event))
-            .returning(session_events::seq)
-            .get_result($conn)
-            .await?;
-        Recorded {
-            session,
-            event: StoredEvent {
-                seq: u64::try_from(seq).map_err(|_| Error::Corrupt("negative seq".into()))?,
-                event,
-            },
-        }
-    }};
+/// The row of session `id`, if it has not ended (`!Session::is_disconnected`).
+fn live(id: &str) -> Filter<Find<sessions::table, &str>, NotEq<s::status, &'static str>> {
+    sessions::table.find(id).filter(s::status.ne(DISCONNECTED))
 }
 
-/// One conditional `UPDATE ... RETURNING` of one session plus its outbox row, in a transaction.
-macro_rules! update_one {
-    ($db:expr, $id:expr, $filter:expr, $set:expr, $change:expr) => {{
-        let change = $change;
-        let out = on_conn!($db, conn => {
-            conn.transaction::<_, Error, _>(async |c| {
-                let row = diesel::update(sessions::table.find($id.as_str()).filter($filter))
-                    .set($set)
-                    .returning(SessionRow::as_returning())
-                    .get_result(c)
-                    .await
-                    .optional()?;
-                Ok(match row {
-                    Some(row) => Some(record!(c, row, change)),
-                    None => None,
-                })
-            })
-            .await?
+/// `Session::apply_touch`: activity at `at`, back to active.
+#[derive(AsChangeset)]
+#[diesel(table_name = sessions, treat_none_as_null = true)]
+struct Touched {
+    status: &'static str,
+    last_activity: i64,
+    idle_since: Option<i64>,
+}
+
+impl Touched {
+    fn at(at: Timestamp) -> Self {
+        Self {
+            status: ACTIVE,
+            last_activity: at.as_micros(),
+            idle_since: None,
+        }
+    }
+}
+
+/// `Session::apply_disconnect`: the end of a session, whether asked for (`disconnect`) or swept
+/// (`reap`).
+#[derive(AsChangeset)]
+#[diesel(table_name = sessions, treat_none_as_null = true)]
+struct Ended {
+    status: &'static str,
+    disconnected_at: i64,
+    disconnect_reason: String,
+    idle_since: Option<i64>,
+    token_hash: Option<Vec<u8>>,
+    token_expires_at: Option<i64>,
+}
+
+impl Ended {
+    fn at(at: Timestamp, reason: &DisconnectReason) -> Self {
+        Self {
+            status: DISCONNECTED,
+            disconnected_at: at.as_micros(),
+            disconnect_reason: reason.as_str().to_owned(),
+            idle_since: None,
+            token_hash: None,
+            token_expires_at: None,
+        }
+    }
+}
+
+/// `Session::apply_new_token` (with `Some`) and `Session::apply_revoke` (with `None`).
+#[derive(AsChangeset)]
+#[diesel(table_name = sessions, treat_none_as_null = true)]
+struct LiveToken {
+    token_hash: Option<Vec<u8>>,
+    token_expires_at: Option<i64>,
+}
+
+/// `Session::apply_idle`.
+#[derive(AsChangeset)]
+#[diesel(table_name = sessions)]
+struct Idled {
+    status: &'static str,
+    idle_since: i64,
+}
+
+/// A changed session with its event, made by the domain from the session after the change, stored
+/// in the outbox at `seq`.
+pub(crate) fn recorded(session: Session, seq: i64, change: Change) -> Result<Recorded, Error> {
+    let event = SessionEvent::of(change.event, &session, change.at);
+    let seq = u64::try_from(seq).map_err(|_| Error::Corrupt("negative seq".into()))?;
+    Ok(Recorded {
+        session,
+        event: StoredEvent { seq, event },
+    })
+}
+
+/// Inside a transaction: the outbox row of each changed row.
+async fn record(
+    mut conn: Conn<'_>,
+    rows: Vec<SessionRow>,
+    change: Change,
+) -> Result<Vec<Recorded>, Error> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let session = row.into_session()?;
+        let event = SessionEvent::of(change.event, &session, change.at);
+        let seq = on_conn!(conn.reborrow(), |c| {
+            diesel::insert_into(session_events::table)
+                .values(NewEventRow::from_event(&event))
+                .returning(session_events::seq)
+                .get_result(c)
+                .await
         })?;
-        if out.is_some() {
-            $db.events_written();
-        }
-        Ok(out)
-    }};
+        out.push(recorded(session, seq, change)?);
+    }
+    Ok(out)
 }
 
-/// Like `update_one!` for every row the filter selects (the sweep).
-macro_rules! update_all {
-    ($db:expr, $filter:expr, $set:expr, $change:expr) => {{
-        let change = $change;
-        let out = on_conn!($db, conn => {
-            conn.transaction::<_, Error, _>(async |c| {
-                let rows = diesel::update(sessions::table.filter($filter))
-                    .set($set)
+/// In one transaction: `update` (returning the rows it changed) and their outbox rows.
+async fn change_in(
+    conn: Conn<'_>,
+    change: Change,
+    update: impl Work<Vec<SessionRow>>,
+) -> Result<Vec<Recorded>, Error> {
+    conn.transaction(move |mut c| {
+        Box::pin(async move {
+            let rows = update(c.reborrow()).await?;
+            record(c, rows, change).await
+        })
+    })
+    .await
+}
+
+/// The reconnect's compare-and-swap in portable SQL, on SQLite (PostgreSQL runs
+/// `postgres::CONSUME`, the same change and its outbox row in one statement). The `WHERE` is
+/// `Session::can_consume`: only the row whose live hash is the presented one changes, so of N
+/// concurrent attempts with one token exactly one gets a row back. The `SET` is
+/// `Session::apply_reconnect`; `prev_token_hash` takes the pre-update `token_hash` (SET expressions
+/// read the old row).
+fn consume_update(
+    id: SessionId,
+    presented: TokenHash,
+    next: TokenHash,
+    next_expires_at: Timestamp,
+    change: Change,
+) -> impl Work<Vec<SessionRow>> {
+    let now = change.at.as_micros();
+    move |conn| {
+        Box::pin(async move {
+            Ok(on_conn!(conn, |c| {
+                diesel::update(live(id.as_str()))
+                    .filter(s::token_hash.eq(presented.as_bytes().as_slice()))
+                    .filter(s::token_expires_at.gt(now))
+                    .set((
+                        s::prev_token_hash.eq(s::token_hash),
+                        s::token_hash.eq(next.as_bytes().as_slice()),
+                        s::token_expires_at.eq(next_expires_at.as_micros()),
+                        s::token_rotated_at.eq(now),
+                        s::reconnect_count.eq(s::reconnect_count + 1),
+                        Touched::at(change.at),
+                    ))
                     .returning(SessionRow::as_returning())
                     .get_results(c)
-                    .await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for row in rows {
-                    out.push(record!(c, row, change));
+                    .await
+            })?)
+        })
+    }
+}
+
+impl Database {
+    /// Runs `work`, a state change that returns what it recorded, then wakes this process's feed
+    /// readers if it recorded anything (inside the call, so a caller that went away cannot lose the
+    /// wake-up).
+    async fn recording(&self, work: impl Work<Vec<Recorded>>) -> Result<Vec<Recorded>, Error> {
+        let feed = self.feed.clone();
+        self.with_conn(move |conn| {
+            Box::pin(async move {
+                let out = work(conn).await?;
+                if !out.is_empty() {
+                    feed.wake();
                 }
                 Ok(out)
             })
-            .await?
-        })?;
-        if !out.is_empty() {
-            $db.events_written();
-        }
-        Ok(out)
-    }};
-}
-
-fn one(row: Option<SessionRow>) -> Result<Option<Session>, DomainError> {
-    Ok(row.map(SessionRow::into_session).transpose()?)
-}
-
-/// The port, as callers see it: each call detached on SQLite (see `Database::detached`), with its
-/// arguments owned so that the detached task may outlive the caller.
-#[async_trait]
-impl SessionStore for Database {
-    async fn insert(&self, session: &Session, change: Change) -> Result<Recorded, DomainError> {
-        let session = session.clone();
-        self.detached(|db| async move { db.insert(&session, change).await })
-            .await
-    }
-
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>, DomainError> {
-        let id = id.clone();
-        self.detached(|db| async move { db.get(&id).await }).await
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Session>, DomainError> {
-        let query = query.clone();
-        self.detached(|db| async move { db.list(&query).await })
-            .await
-    }
-
-    async fn counts(&self) -> Result<StatusCounts, DomainError> {
-        self.detached(|db| async move { db.counts().await }).await
-    }
-
-    async fn touch(&self, id: &SessionId, change: Change) -> Result<Option<Recorded>, DomainError> {
-        let id = id.clone();
-        self.detached(|db| async move { db.touch(&id, change).await })
-            .await
-    }
-
-    async fn disconnect(
-        &self,
-        id: &SessionId,
-        reason: &DisconnectReason,
-        change: Change,
-    ) -> Result<Option<Recorded>, DomainError> {
-        let (id, reason) = (id.clone(), reason.clone());
-        self.detached(|db| async move { db.disconnect(&id, &reason, change).await })
-            .await
-    }
-
-    async fn set_token(
-        &self,
-        id: &SessionId,
-        hash: &TokenHash,
-        expires_at: Timestamp,
-        change: Change,
-    ) -> Result<Option<Recorded>, DomainError> {
-        let (id, hash) = (id.clone(), *hash);
-        self.detached(|db| async move { db.set_token(&id, &hash, expires_at, change).await })
-            .await
-    }
-
-    async fn consume_token(
-        &self,
-        id: &SessionId,
-        presented: &TokenHash,
-        next: &TokenHash,
-        next_expires_at: Timestamp,
-        change: Change,
-    ) -> Result<Option<Recorded>, DomainError> {
-        let (id, presented, next) = (id.clone(), *presented, *next);
-        self.detached(|db| async move {
-            db.consume_token(&id, &presented, &next, next_expires_at, change)
-                .await
         })
         .await
     }
 
-    async fn revoke_token(
+    /// The common state change: `update` and its outbox rows in one transaction.
+    async fn change(
+        &self,
+        change: Change,
+        update: impl Work<Vec<SessionRow>>,
+    ) -> Result<Vec<Recorded>, Error> {
+        self.recording(move |conn| Box::pin(change_in(conn, change, update)))
+            .await
+    }
+
+    /// The change of one live session (`!Session::is_disconnected`) that `set` makes.
+    async fn change_live<V>(
         &self,
         id: &SessionId,
         change: Change,
-    ) -> Result<Option<Recorded>, DomainError> {
+        set: V,
+    ) -> Result<Option<Recorded>, DomainError>
+    where
+        V: AsChangeset<Target = sessions::table> + Send + 'static,
+        V::Changeset: QueryFragment<Sqlite> + QueryFragment<Pg> + Send,
+    {
         let id = id.clone();
-        self.detached(|db| async move { db.revoke_token(&id, change).await })
-            .await
-    }
-
-    async fn mark_idle(
-        &self,
-        idle_before: Timestamp,
-        change: Change,
-    ) -> Result<Vec<Recorded>, DomainError> {
-        self.detached(|db| async move { db.mark_idle(idle_before, change).await })
-            .await
-    }
-
-    async fn reap(
-        &self,
-        reap_before: Timestamp,
-        reason: &DisconnectReason,
-        change: Change,
-    ) -> Result<Vec<Recorded>, DomainError> {
-        let reason = reason.clone();
-        self.detached(|db| async move { db.reap(reap_before, &reason, change).await })
-            .await
+        let changed = self.change(change, move |conn| {
+            Box::pin(async move {
+                Ok(on_conn!(conn, |c| {
+                    diesel::update(live(id.as_str()))
+                        .set(set)
+                        .returning(SessionRow::as_returning())
+                        .get_results(c)
+                        .await
+                })?)
+            })
+        });
+        Ok(changed.await?.pop())
     }
 }
 
-/// The statements themselves, run on the caller's task.
 #[async_trait]
-impl SessionStore for Direct {
+impl SessionStore for Database {
     async fn insert(&self, session: &Session, change: Change) -> Result<Recorded, DomainError> {
         let row = SessionRow::from_session(session);
-        let result = on_conn!(self, conn => {
-            conn.transaction::<_, Error, _>(async |c| {
-                let inserted: SessionRow = diesel::insert_into(sessions::table)
-                    .values(&row)
-                    .returning(SessionRow::as_returning())
-                    .get_result(c)
-                    .await?;
-                Ok(record!(c, inserted, change))
+        let inserted = self
+            .change(change, move |conn| {
+                Box::pin(async move {
+                    let row = on_conn!(conn, |c| {
+                        diesel::insert_into(sessions::table)
+                            .values(&row)
+                            .returning(SessionRow::as_returning())
+                            .get_result(c)
+                            .await
+                    })?;
+                    Ok(vec![row])
+                })
             })
-            .await
-        })?;
-        match result {
-            Ok(recorded) => {
-                self.events_written();
-                Ok(recorded)
-            }
+            .await;
+        match inserted.map(|mut v| v.pop()) {
+            Ok(Some(recorded)) => Ok(recorded),
+            Ok(None) => Err(Error::Corrupt("insert returned no row".into()).into()),
             Err(Error::Query(DieselError::DatabaseError(
                 DatabaseErrorKind::UniqueViolation,
                 _,
@@ -229,36 +264,50 @@ impl SessionStore for Direct {
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, DomainError> {
-        let row = on_conn!(self, conn => {
-            sessions::table
-                .find(id.as_str())
-                .select(SessionRow::as_select())
-                .first(conn)
-                .await
-                .optional()?
-        })?;
-        one(row)
+        let id = id.clone();
+        let row = self
+            .with_conn(move |conn| {
+                Box::pin(async move {
+                    Ok(on_conn!(conn, |c| {
+                        sessions::table
+                            .find(id.as_str())
+                            .select(SessionRow::as_select())
+                            .first(c)
+                            .await
+                            .optional()
+                    })?)
+                })
+            })
+            .await?;
+        Ok(row.map(SessionRow::into_session).transpose()?)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Session>, DomainError> {
-        let rows = on_conn!(self, conn => {
-            let mut q = sessions::table.select(SessionRow::as_select()).into_boxed();
-            if let Some(status) = query.status {
-                q = q.filter(s::status.eq(status.as_str()));
-            }
-            if let Some(c) = &query.after {
-                let at = c.last_activity.as_micros();
-                q = q.filter(
-                    s::last_activity
-                        .lt(at)
-                        .or(s::last_activity.eq(at).and(s::session_id.lt(c.session_id.as_str()))),
-                );
-            }
-            q.order((s::last_activity.desc(), s::session_id.desc()))
-                .limit(i64::from(query.limit))
-                .load(conn)
-                .await?
-        })?;
+        let query = query.clone();
+        let rows = self
+            .with_conn(move |conn| {
+                Box::pin(async move {
+                    Ok(on_conn!(conn, |c| {
+                        let mut q = sessions::table.select(SessionRow::as_select()).into_boxed();
+                        if let Some(status) = query.status {
+                            q = q.filter(s::status.eq(status.as_str()));
+                        }
+                        if let Some(after) = &query.after {
+                            let at = after.last_activity.as_micros();
+                            q = q.filter(
+                                s::last_activity.lt(at).or(s::last_activity
+                                    .eq(at)
+                                    .and(s::session_id.lt(after.session_id.as_str()))),
+                            );
+                        }
+                        q.order((s::last_activity.desc(), s::session_id.desc()))
+                            .limit(i64::from(query.limit))
+                            .load(c)
+                            .await
+                    })?)
+                })
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(SessionRow::into_session)
@@ -266,13 +315,19 @@ impl SessionStore for Direct {
     }
 
     async fn counts(&self) -> Result<StatusCounts, DomainError> {
-        let rows: Vec<(String, i64)> = on_conn!(self, conn => {
-            sessions::table
-                .group_by(s::status)
-                .select((s::status, count_star()))
-                .load(conn)
-                .await?
-        })?;
+        let rows: Vec<(String, i64)> = self
+            .with_conn(|conn| {
+                Box::pin(async move {
+                    Ok(on_conn!(conn, |c| {
+                        sessions::table
+                            .group_by(s::status)
+                            .select((s::status, count_star()))
+                            .load(c)
+                            .await
+                    })?)
+                })
+            })
+            .await?;
         let mut counts = StatusCounts::default();
         for (status, n) in rows {
             let n = u64::try_from(n).unwrap_or(0);
@@ -287,17 +342,7 @@ impl SessionStore for Direct {
     }
 
     async fn touch(&self, id: &SessionId, change: Change) -> Result<Option<Recorded>, DomainError> {
-        update_one!(
-            self,
-            id,
-            s::status.ne(DISCONNECTED),
-            (
-                s::status.eq(SessionStatus::Active.as_str()),
-                s::last_activity.eq(change.at.as_micros()),
-                s::idle_since.eq(None::<i64>),
-            ),
-            change
-        )
+        self.change_live(id, change, Touched::at(change.at)).await
     }
 
     async fn disconnect(
@@ -306,20 +351,8 @@ impl SessionStore for Direct {
         reason: &DisconnectReason,
         change: Change,
     ) -> Result<Option<Recorded>, DomainError> {
-        update_one!(
-            self,
-            id,
-            s::status.ne(DISCONNECTED),
-            (
-                s::status.eq(DISCONNECTED),
-                s::disconnected_at.eq(change.at.as_micros()),
-                s::disconnect_reason.eq(reason.as_str()),
-                s::idle_since.eq(None::<i64>),
-                s::token_hash.eq(None::<Vec<u8>>),
-                s::token_expires_at.eq(None::<i64>),
-            ),
-            change
-        )
+        self.change_live(id, change, Ended::at(change.at, reason))
+            .await
     }
 
     async fn set_token(
@@ -329,16 +362,11 @@ impl SessionStore for Direct {
         expires_at: Timestamp,
         change: Change,
     ) -> Result<Option<Recorded>, DomainError> {
-        update_one!(
-            self,
-            id,
-            s::status.ne(DISCONNECTED),
-            (
-                s::token_hash.eq(hash.as_bytes().as_slice()),
-                s::token_expires_at.eq(expires_at.as_micros()),
-            ),
-            change
-        )
+        let token = LiveToken {
+            token_hash: Some(hash.as_bytes().to_vec()),
+            token_expires_at: Some(expires_at.as_micros()),
+        };
+        self.change_live(id, change, token).await
     }
 
     async fn consume_token(
@@ -349,34 +377,36 @@ impl SessionStore for Direct {
         next_expires_at: Timestamp,
         change: Change,
     ) -> Result<Option<Recorded>, DomainError> {
-        let now = change.at.as_micros();
-        if let crate::db::Pools::Postgres(_) = &self.pools {
-            return self
-                .consume_token_pg(id, presented, next, next_expires_at, change)
-                .await;
-        }
-        // The compare-and-swap: only the row whose live hash is the presented one changes, so of N
-        // concurrent attempts with one token exactly one gets a row back. `prev_token_hash` takes the
-        // pre-update `token_hash` (SET expressions read the old row on both backends).
-        update_one!(
-            self,
-            id,
-            s::status
-                .ne(DISCONNECTED)
-                .and(s::token_hash.eq(presented.as_bytes().as_slice()))
-                .and(s::token_expires_at.gt(now)),
-            (
-                s::prev_token_hash.eq(s::token_hash),
-                s::token_hash.eq(next.as_bytes().as_slice()),
-                s::token_expires_at.eq(next_expires_at.as_micros()),
-                s::token_rotated_at.eq(now),
-                s::reconnect_count.eq(s::reconnect_count + 1),
-                s::status.eq(SessionStatus::Active.as_str()),
-                s::last_activity.eq(now),
-                s::idle_since.eq(None::<i64>),
-            ),
-            change
-        )
+        let (id, presented, next) = (id.clone(), *presented, *next);
+        let mut out = self
+            .recording(move |conn| {
+                Box::pin(async move {
+                    match conn {
+                        // One statement, its outbox row included.
+                        Conn::Postgres(c) => {
+                            let consumed = postgres::consume_token(
+                                c,
+                                &id,
+                                &presented,
+                                &next,
+                                next_expires_at,
+                                change,
+                            );
+                            let Some((row, seq)) = consumed.await? else {
+                                return Ok(vec![]);
+                            };
+                            Ok(vec![recorded(row.into_session()?, seq, change)?])
+                        }
+                        conn => {
+                            let update =
+                                consume_update(id, presented, next, next_expires_at, change);
+                            change_in(conn, change, update).await
+                        }
+                    }
+                })
+            })
+            .await?;
+        Ok(out.pop())
     }
 
     async fn revoke_token(
@@ -384,16 +414,11 @@ impl SessionStore for Direct {
         id: &SessionId,
         change: Change,
     ) -> Result<Option<Recorded>, DomainError> {
-        update_one!(
-            self,
-            id,
-            s::status.ne(DISCONNECTED),
-            (
-                s::token_hash.eq(None::<Vec<u8>>),
-                s::token_expires_at.eq(None::<i64>),
-            ),
-            change
-        )
+        let revoked = LiveToken {
+            token_hash: None,
+            token_expires_at: None,
+        };
+        self.change_live(id, change, revoked).await
     }
 
     async fn mark_idle(
@@ -401,17 +426,27 @@ impl SessionStore for Direct {
         idle_before: Timestamp,
         change: Change,
     ) -> Result<Vec<Recorded>, DomainError> {
-        update_all!(
-            self,
-            s::status
-                .eq(SessionStatus::Active.as_str())
-                .and(s::last_activity.le(idle_before.as_micros())),
-            (
-                s::status.eq(SessionStatus::Idle.as_str()),
-                s::idle_since.eq(change.at.as_micros()),
-            ),
-            change
-        )
+        let idled = Idled {
+            status: IDLE,
+            idle_since: change.at.as_micros(),
+        };
+        let out = self
+            .change(change, move |conn| {
+                Box::pin(async move {
+                    // `Session::should_idle`.
+                    Ok(on_conn!(conn, |c| {
+                        diesel::update(sessions::table)
+                            .filter(s::status.eq(ACTIVE))
+                            .filter(s::last_activity.le(idle_before.as_micros()))
+                            .set(idled)
+                            .returning(SessionRow::as_returning())
+                            .get_results(c)
+                            .await
+                    })?)
+                })
+            })
+            .await?;
+        Ok(out)
     }
 
     async fn reap(
@@ -420,94 +455,23 @@ impl SessionStore for Direct {
         reason: &DisconnectReason,
         change: Change,
     ) -> Result<Vec<Recorded>, DomainError> {
-        update_all!(
-            self,
-            s::status
-                .ne(DISCONNECTED)
-                .and(s::last_activity.le(reap_before.as_micros())),
-            (
-                s::status.eq(DISCONNECTED),
-                s::disconnected_at.eq(change.at.as_micros()),
-                s::disconnect_reason.eq(reason.as_str()),
-                s::idle_since.eq(None::<i64>),
-                s::token_hash.eq(None::<Vec<u8>>),
-                s::token_expires_at.eq(None::<i64>),
-            ),
-            change
-        )
-    }
-}
-
-/// A changed row with the `seq` of its outbox row, from the single-statement PostgreSQL reconnect.
-#[derive(QueryableByName)]
-struct RowWithSeq {
-    // Not named `row`: the derive's own variable has that name.
-    #[diesel(embed)]
-    session: SessionRow,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    seq: i64,
-}
-
-/// The reconnect on PostgreSQL as ONE statement: the compare-and-swap and the outbox row in a
-/// data-modifying CTE, so the hot path costs one round trip instead of four (BEGIN, UPDATE, INSERT,
-/// COMMIT). The event columns are taken from the updated row exactly as `SessionEvent::of` takes them
-/// (status, client type, reconnect count, reason); the contract suite checks both paths agree.
-const CONSUME_PG: &str = "\
-WITH s AS (
-    UPDATE sessions SET
-        prev_token_hash = token_hash, token_hash = $1, token_expires_at = $2, token_rotated_at = $3,
-        reconnect_count = reconnect_count + 1, status = 'active', last_activity = $3, idle_since = NULL
-    WHERE session_id = $4 AND status <> 'disconnected' AND token_hash = $5 AND token_expires_at > $3
-    RETURNING *
-), e AS (
-    INSERT INTO session_events (session_id, kind, update_type, at, status, client_type, reconnect_count, reason)
-    SELECT session_id, $6, $7, $3, status, client_type, reconnect_count, disconnect_reason FROM s
-    RETURNING seq
-)
-SELECT s.*, e.seq FROM s, e";
-
-impl Database {
-    async fn consume_token_pg(
-        &self,
-        id: &SessionId,
-        presented: &TokenHash,
-        next: &TokenHash,
-        next_expires_at: Timestamp,
-        change: Change,
-    ) -> Result<Option<Recorded>, DomainError> {
-        use diesel::sql_types::{BigInt, Binary, Nullable, Text};
-        let crate::db::Pools::Postgres(pool) = &self.pools else {
-            return Err(Error::Corrupt("consume_token_pg on another backend".into()).into());
-        };
-        let work = async {
-            let mut conn = pool.get().await.map_err(|e| Error::Pool(Box::new(e)))?;
-            let rows: Vec<RowWithSeq> = diesel::sql_query(CONSUME_PG)
-                .bind::<Binary, _>(next.as_bytes().as_slice())
-                .bind::<BigInt, _>(next_expires_at.as_micros())
-                .bind::<BigInt, _>(change.at.as_micros())
-                .bind::<Text, _>(id.as_str())
-                .bind::<Binary, _>(presented.as_bytes().as_slice())
-                .bind::<Text, _>(change.event.as_str())
-                .bind::<Nullable<Text>, _>(change.event.update_type().map(|u| u.as_str()))
-                .load(&mut *conn)
-                .await?;
-            Ok::<_, Error>(rows)
-        };
-        let rows = tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| Error::Timeout(self.timeout))??;
-        let Some(RowWithSeq { session, seq }) = rows.into_iter().next() else {
-            return Ok(None);
-        };
-        let session = session.into_session()?;
-        let event = SessionEvent::of(change.event, &session, change.at);
-        self.events_written();
-        Ok(Some(Recorded {
-            session,
-            event: StoredEvent {
-                seq: u64::try_from(seq).map_err(|_| Error::Corrupt("negative seq".into()))?,
-                event,
-            },
-        }))
+        let ended = Ended::at(change.at, reason);
+        let out = self
+            .change(change, move |conn| {
+                Box::pin(async move {
+                    // `Session::should_reap`.
+                    Ok(on_conn!(conn, |c| {
+                        diesel::update(sessions::table)
+                            .filter(s::status.ne(DISCONNECTED))
+                            .filter(s::last_activity.le(reap_before.as_micros()))
+                            .set(ended)
+                            .returning(SessionRow::as_returning())
+                            .get_results(c)
+                            .await
+                    })?)
+                })
+            })
+            .await?;
+        Ok(out)
     }
 }

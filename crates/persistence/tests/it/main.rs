@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod contract;
+mod detached;
 mod outbox;
 mod reconnect;
 mod schema;

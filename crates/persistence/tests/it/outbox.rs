@@ -1,13 +1,13 @@
-//! The outbox: every change writes its event in the same transaction, read back through `EventFeed`
-//! in order; pruning; wake-ups, including across instances on PostgreSQL and after the listening
-//! connection is killed.
+//! The outbox beyond the store contract (which checks that every change writes its event, read back
+//! in order, on every store): pruning; wake-ups, including across instances on PostgreSQL and after
+//! the listening connection is killed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tether_domain::{
-    Change, DisconnectReason, EventFeed, EventKind, InMemoryStore, Metadata, NewSession, Session,
-    SessionId, SessionStatus, SessionStore, Timestamp, TokenHash, UpdateType,
+    Change, EventFeed, EventKind, InMemoryStore, Metadata, NewSession, Session, SessionId,
+    SessionStore, Timestamp,
 };
 use tether_persistence::Database;
 
@@ -51,113 +51,6 @@ async fn woken<F: EventFeed + ?Sized>(feed: &F) {
         .expect("no wake-up within 10 s");
 }
 
-async fn each_change_is_recorded_in_order<S: SessionStore + EventFeed>(store: Arc<S>) {
-    use EventKind::*;
-    let h1 = TokenHash::from_bytes([1; 32]);
-    let h2 = TokenHash::from_bytes([2; 32]);
-    let mut seqs = vec![];
-    seqs.push(
-        store
-            .insert(&session("a"), ch(0, Created))
-            .await
-            .unwrap()
-            .event
-            .seq,
-    );
-    let r = store
-        .set_token(
-            &id("a"),
-            &h1,
-            at(900),
-            ch(1, Updated(UpdateType::TokenIssued)),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    seqs.push(r.event.seq);
-    seqs.push(
-        store
-            .touch(&id("a"), ch(2, Updated(UpdateType::Activity)))
-            .await
-            .unwrap()
-            .unwrap()
-            .event
-            .seq,
-    );
-    let r = store
-        .consume_token(
-            &id("a"),
-            &h1,
-            &h2,
-            at(900),
-            ch(3, Updated(UpdateType::Reconnected)),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        r.event.event.reconnect_count, 1,
-        "the event shows the row after the change"
-    );
-    seqs.push(r.event.seq);
-    seqs.push(
-        store
-            .revoke_token(&id("a"), ch(4, TokenReused))
-            .await
-            .unwrap()
-            .unwrap()
-            .event
-            .seq,
-    );
-    let r = store
-        .disconnect(
-            &id("a"),
-            &DisconnectReason::client_closed(),
-            ch(5, Disconnected),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    seqs.push(r.event.seq);
-    // Refused changes record nothing.
-    assert!(
-        store
-            .touch(&id("a"), ch(6, Updated(UpdateType::Activity)))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(store.insert(&session("a"), ch(6, Created)).await.is_err());
-
-    let events = store.events_after(0, 100).await.unwrap();
-    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-    let kinds: Vec<EventKind> = events.iter().map(|e| e.event.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            Created,
-            Updated(UpdateType::TokenIssued),
-            Updated(UpdateType::Activity),
-            Updated(UpdateType::Reconnected),
-            TokenReused,
-            Disconnected
-        ]
-    );
-    let last = events.last().unwrap();
-    assert_eq!(last.event.status, SessionStatus::Disconnected);
-    assert_eq!(last.event.reason.as_deref(), Some("client_closed"));
-    assert_eq!(last.event.at, at(5));
-    assert_eq!(last.event.client_type, "cli");
-    assert_eq!(store.last_seq().await.unwrap(), *seqs.last().unwrap());
-    assert_eq!(
-        store.events_after(seqs[3], 2).await.unwrap().len(),
-        2,
-        "paged"
-    );
-    assert_eq!(store.epoch().await.unwrap(), store.epoch().await.unwrap());
-}
-
 async fn a_write_wakes_the_reader<S: SessionStore + EventFeed + 'static>(store: Arc<S>) {
     let reader = store.clone();
     let waiting = tokio::spawn(async move { woken(&*reader).await });
@@ -167,27 +60,6 @@ async fn a_write_wakes_the_reader<S: SessionStore + EventFeed + 'static>(store: 
         .await
         .unwrap();
     waiting.await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_each_change_is_recorded_in_order() {
-    each_change_is_recorded_in_order(Arc::new(InMemoryStore::new())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_each_change_is_recorded_in_order() {
-    let db = TestDb::sqlite();
-    each_change_is_recorded_in_order(Arc::new(db.connect().await)).await;
-    db.remove().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_each_change_is_recorded_in_order() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
-    each_change_is_recorded_in_order(Arc::new(db.connect().await)).await;
-    db.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
