@@ -53,6 +53,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod adapter;
 mod codes;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;

@@ -368,8 +368,9 @@ impl Session {
         }))
     }
 
-    /// Rebuilds a session from stored parts.
-    pub fn from_parts(parts: SessionParts) -> Self {
+    /// Rebuilds a session from stored parts, unchecked: for store adapters, through
+    /// [`adapter::restore`](crate::adapter::restore).
+    pub(crate) fn from_parts(parts: SessionParts) -> Self {
         Self(parts)
     }
 
@@ -465,14 +466,14 @@ impl Session {
     // them directly and the SQL adapters mirror them (the shared contract suite proves they agree).
 
     /// Activity at `now`: back to `active`.
-    pub fn apply_touch(&mut self, now: Timestamp) {
+    pub(crate) fn apply_touch(&mut self, now: Timestamp) {
         self.0.status = SessionStatus::Active;
         self.0.last_activity = now;
         self.0.idle_since = None;
     }
 
     /// Ends the session.
-    pub fn apply_disconnect(&mut self, now: Timestamp, reason: DisconnectReason) {
+    pub(crate) fn apply_disconnect(&mut self, now: Timestamp, reason: DisconnectReason) {
         self.0.status = SessionStatus::Disconnected;
         self.0.disconnected_at = Some(now);
         self.0.disconnect_reason = Some(reason);
@@ -482,13 +483,13 @@ impl Session {
     }
 
     /// A freshly minted token replaces the live one.
-    pub fn apply_new_token(&mut self, hash: TokenHash, expires_at: Timestamp) {
+    pub(crate) fn apply_new_token(&mut self, hash: TokenHash, expires_at: Timestamp) {
         self.0.token.hash = Some(hash);
         self.0.token.expires_at = Some(expires_at);
     }
 
     /// A successful reconnect: consume, rotate, count, reactivate.
-    pub fn apply_reconnect(&mut self, next: TokenHash, next_expires: Timestamp, now: Timestamp) {
+    pub(crate) fn apply_reconnect(&mut self, next: TokenHash, next_expires: Timestamp, now: Timestamp) {
         self.0.token.previous_hash = self.0.token.hash.take();
         self.0.token.hash = Some(next);
         self.0.token.expires_at = Some(next_expires);
@@ -498,13 +499,13 @@ impl Session {
     }
 
     /// Reuse detected: the live token stops working.
-    pub fn apply_revoke(&mut self) {
+    pub(crate) fn apply_revoke(&mut self) {
         self.0.token.hash = None;
         self.0.token.expires_at = None;
     }
 
     /// The sweep found it inactive.
-    pub fn apply_idle(&mut self, now: Timestamp) {
+    pub(crate) fn apply_idle(&mut self, now: Timestamp) {
         self.0.status = SessionStatus::Idle;
         self.0.idle_since = Some(now);
     }

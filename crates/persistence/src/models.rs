@@ -71,7 +71,7 @@ impl SessionRow {
             .ok()
             .and_then(|v| Metadata::parse(v).ok())
             .ok_or_else(|| corrupt("metadata"))?;
-        Ok(Session::from_parts(SessionParts {
+        Ok(tether_domain::adapter::restore(SessionParts {
             id: SessionId::parse(&self.session_id).map_err(|_| corrupt("id"))?,
             status: SessionStatus::parse(&self.status).map_err(|_| corrupt("status"))?,
             disconnect_reason: self
