@@ -235,7 +235,7 @@ async fn a_frame_declaring_a_terabyte() {
     use std::io::Read as _;
 
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     let baseline = server.rss_kib();
     let mut c = raw_dashboard([127, 0, 4, 1], &server);
     // Binary frame, FIN, masked, 64-bit length 2^40, mask key.

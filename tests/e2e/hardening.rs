@@ -39,7 +39,7 @@ fn header<'a>(h: &'a awc::http::header::HeaderMap, name: &str) -> &'a str {
 #[actix_rt::test]
 async fn bodies_must_be_json_objects() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     let (status, body) = server
         .call(
             "POST",
@@ -86,7 +86,7 @@ async fn bodies_must_be_json_objects() {
 #[actix_rt::test]
 async fn dot_ids_are_refused() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     for id in [".", ".."] {
         let (status, body) = server
             .post("/sessions", &json!({"client_type": "t", "session_id": id}))
@@ -107,7 +107,7 @@ async fn dot_ids_are_refused() {
 #[actix_rt::test]
 async fn every_failed_reconnect_says_reconnection_failed() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     let (status, body) = server
         .reconnect("ghost", &forge("ghost", SystemClock.now()))
         .await;
@@ -136,7 +136,7 @@ async fn every_failed_reconnect_says_reconnection_failed() {
 #[actix_rt::test]
 async fn http_hygiene() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     server.create("h-1").await;
 
     // 405 with Allow for a wrong method on a known route; 404 stays for unknown routes.
@@ -212,7 +212,7 @@ async fn a_refused_upgrade_does_not_burn_the_ticket() {
     use crate::ws::{Auth, Dash};
 
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     let (_, ticket) = server.call("POST", "/ws/ticket", None, true).await;
     let ticket = ticket["ticket"].as_str().unwrap().to_owned();
 
@@ -251,7 +251,7 @@ async fn sigterm_takes_at_most_the_shutdown_budget() {
     use std::time::{Duration, Instant};
 
     let db = Db::sqlite();
-    let mut env = crate::support::base_env(&db.url());
+    let mut env = crate::support::base_env(db.url());
     env.push(("TETHER_SERVER__SHUTDOWN_TIMEOUT_SECS".into(), "2".into()));
     let server = Server::start_with(&env);
     let addr = server
@@ -378,12 +378,14 @@ async fn connections_per_address_are_capped() {
     let held: Vec<_> = (0..4)
         .map(|_| connect_from([127, 0, 0, 2], &server))
         .collect();
-    // The server has accepted them once a request on one of them is answered.
-    let mut probe = held[0].try_clone().unwrap();
-    write!(probe, "GET /api/mcp/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut buf = [0u8; 12];
-    std::io::Read::read_exact(&mut probe, &mut buf).unwrap();
-    assert_eq!(&buf, b"HTTP/1.1 200");
+    // The server has accepted (and counted) each of them once a request on it is answered.
+    for held in &held {
+        let mut probe = held.try_clone().unwrap();
+        write!(probe, "GET /api/mcp/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 12];
+        std::io::Read::read_exact(&mut probe, &mut buf).unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+    }
 
     let mut fifth = connect_from([127, 0, 0, 2], &server);
     let _ = write!(fifth, "GET /api/mcp/health HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -397,7 +399,6 @@ async fn connections_per_address_are_capped() {
     assert!(read_to_close(&mut other).starts_with("HTTP/1.1 200"));
 
     drop(held);
-    drop(probe);
     // Slots come back when connections close (the server notices the close asynchronously).
     let mut again = None;
     for _ in 0..50 {
@@ -646,7 +647,7 @@ async fn too_many_outstanding_tickets_is_429() {
 #[actix_rt::test]
 async fn parser_refusals_are_client_errors() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     let garbage = {
         use std::io::Write as _;
         let mut c = connect_from([127, 0, 0, 1], &server);

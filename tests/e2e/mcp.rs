@@ -190,7 +190,7 @@ async fn lifecycle(server: &Server) {
 #[actix_rt::test]
 async fn sqlite_mcp_lifecycle_with_rmcp_client() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     lifecycle(&server).await;
     drop(server);
     db.remove().await;
@@ -201,7 +201,7 @@ async fn postgres_mcp_lifecycle_with_rmcp_client() {
     let Some(db) = Db::postgres().await else {
         return;
     };
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     lifecycle(&server).await;
     drop(server);
     db.remove().await;
@@ -209,7 +209,7 @@ async fn postgres_mcp_lifecycle_with_rmcp_client() {
 
 /// The same client, the same `Mcp-Session-Id`, a new `tether` process: no 404, no new initialize.
 async fn survives_restart(db: &Db) {
-    let first = Server::start(&db.url());
+    let first = Server::start(db.url());
     let port = first
         .base
         .rsplit(':')
@@ -223,7 +223,7 @@ async fn survives_restart(db: &Db) {
     let before = ok(&client, "session_info", json!({})).await;
     assert!(first.terminate().success());
 
-    let mut env = base_env(&db.url());
+    let mut env = base_env(db.url());
     env.retain(|(k, _)| k != "TETHER_SERVER__BIND");
     env.push(("TETHER_SERVER__BIND".into(), format!("127.0.0.1:{port}")));
     let second = Server::start_with(&env);
@@ -309,7 +309,7 @@ async fn postgres_a_session_moves_between_instances() {
     };
     // Every request written: an end on one instance is then seen by the other at once (with the
     // default 1 s coalescing, within that second).
-    let mut env = base_env(&db.url());
+    let mut env = base_env(db.url());
     env.push((
         "TETHER_SESSIONS__ACTIVITY_WRITE_INTERVAL_MS".into(),
         "0".into(),
@@ -370,7 +370,7 @@ async fn postgres_a_session_moves_between_instances() {
 #[actix_rt::test]
 async fn bad_mcp_input_gets_the_protocols_answer_and_creates_nothing() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     let url = mcp_url(&server);
     // A REST session with a guessable id: MCP must not reach it by naming it.
     server.create("rest-only").await;
@@ -476,7 +476,7 @@ async fn bad_mcp_input_gets_the_protocols_answer_and_creates_nothing() {
 #[actix_rt::test]
 async fn open_on_loopback_lets_local_clients_in_without_the_key() {
     let db = Db::sqlite();
-    let mut env = base_env(&db.url());
+    let mut env = base_env(db.url());
     env.push(("TETHER_MCP__OPEN_ON_LOOPBACK".into(), "true".into()));
     let server = Server::start_with(&env);
     let (status, sid, reply) = raw(&mcp_url(&server), &[], INIT).await;

@@ -128,7 +128,7 @@ fn run_script(python: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) 
 
 /// `interop.py`, then the README snippet, against one fresh server.
 async fn python_sdk(python: &Path, db: &Db) {
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     let rest = server.base.clone();
     let mcp = rest.replace("/api/mcp", "/mcp");
 
@@ -208,7 +208,7 @@ async fn postgres_mcp_python_sdk() {
 async fn python_client_survives_restart(python: &Path, db: &Db) {
     use std::io::{BufRead as _, BufReader, Write as _};
 
-    let first = Server::start(&db.url());
+    let first = Server::start(db.url());
     let mcp = first.base.replace("/api/mcp", "/mcp");
     let port = mcp
         .rsplit(':')
@@ -242,7 +242,7 @@ async fn python_client_survives_restart(python: &Path, db: &Db) {
         .to_owned();
 
     assert!(first.terminate().success());
-    let mut env = crate::support::base_env(&db.url());
+    let mut env = crate::support::base_env(db.url());
     env.retain(|(k, _)| k != "TETHER_SERVER__BIND");
     env.push(("TETHER_SERVER__BIND".into(), format!("127.0.0.1:{port}")));
     let second = Server::start_with(&env);

@@ -163,9 +163,9 @@ async fn postgres_frozen_or_stopped_answers_503_quickly_and_recovers() {
     let Some(db) = Db::postgres().await else {
         return;
     };
-    let (_, upstream) = through(&db.url(), "127.0.0.1:1".parse().unwrap());
+    let (_, upstream) = through(db.url(), "127.0.0.1:1".parse().unwrap());
     let proxy = Proxy::start(upstream);
-    let (proxied, _) = through(&db.url(), proxy.addr);
+    let (proxied, _) = through(db.url(), proxy.addr);
     let mut env = support::base_env(&proxied);
     env.push(("TETHER_DATABASE__TIMEOUT_MS".into(), "1000".into()));
     let server = Server::start_with(&env);
@@ -195,9 +195,9 @@ async fn postgres_sigterm_lets_an_in_flight_request_finish() {
     let Some(db) = Db::postgres().await else {
         return;
     };
-    let (_, upstream) = through(&db.url(), "127.0.0.1:1".parse().unwrap());
+    let (_, upstream) = through(db.url(), "127.0.0.1:1".parse().unwrap());
     let proxy = Proxy::start(upstream);
-    let (proxied, _) = through(&db.url(), proxy.addr);
+    let (proxied, _) = through(db.url(), proxy.addr);
     let mut env = support::base_env(&proxied);
     env.push(("TETHER_DATABASE__TIMEOUT_MS".into(), "1000".into()));
     env.push((

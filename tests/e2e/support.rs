@@ -3,90 +3,16 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
 pub const KEY: &str = "e2e-api-key-0123456789";
 pub const SECRET: &str = "e2e-signing-secret-0123456789-abcdefghij";
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// The test PostgreSQL server's admin URL; absent outside CI means skip (loudly), in CI a failure.
-pub fn postgres_admin_url() -> Option<String> {
-    match std::env::var("TETHER_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "TETHER_TEST_POSTGRES_URL must be set in CI: PostgreSQL tests may not be skipped"
-            );
-            eprintln!(
-                "\n*** SKIPPING PostgreSQL end-to-end test: TETHER_TEST_POSTGRES_URL is unset ***\n"
-            );
-            None
-        }
-    }
-}
-
-/// A fresh database for one test, removed on `remove`.
-pub enum Db {
-    Sqlite(std::path::PathBuf),
-    Postgres { admin: String, name: String },
-}
-
-impl Db {
-    pub fn sqlite() -> Self {
-        let dir = std::env::temp_dir().join(unique("tether_e2e"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self::Sqlite(dir)
-    }
-
-    pub async fn postgres() -> Option<Self> {
-        let admin = postgres_admin_url()?;
-        let name = unique("tether_e2e");
-        tether_persistence::admin::create_database(&admin, &name)
-            .await
-            .unwrap();
-        Some(Self::Postgres { admin, name })
-    }
-
-    pub fn url(&self) -> String {
-        match self {
-            Self::Sqlite(dir) => format!("sqlite://{}", dir.join("tether.db").display()),
-            Self::Postgres { admin, name } => {
-                tether_persistence::admin::with_database(admin, name).unwrap()
-            }
-        }
-    }
-
-    pub async fn remove(self) {
-        match self {
-            Self::Sqlite(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Self::Postgres { admin, name } => {
-                tether_persistence::admin::drop_database(&admin, &name)
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-}
+/// A fresh database per test, removed even when the test fails (the shared test kit).
+pub use tether_testkit::TestDb as Db;
 
 /// A running `tether` process. Killed on drop if still running.
 pub struct Server {
@@ -116,7 +42,7 @@ pub fn base_env(db_url: &str) -> Vec<(String, String)> {
 
 /// [`base_env`] for `db` plus `extra` settings.
 pub fn env_with(db: &Db, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = base_env(&db.url());
+    let mut env = base_env(db.url());
     env.extend(
         extra
             .iter()

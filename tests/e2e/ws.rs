@@ -220,7 +220,7 @@ async fn every_event_reaches_every_dashboard(server: &Server) {
 #[actix_rt::test]
 async fn sqlite_every_event_reaches_every_dashboard() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     every_event_reaches_every_dashboard(&server).await;
     drop(server);
     db.remove().await;
@@ -231,7 +231,7 @@ async fn postgres_every_event_reaches_every_dashboard() {
     let Some(db) = Db::postgres().await else {
         return;
     };
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     every_event_reaches_every_dashboard(&server).await;
     drop(server);
     db.remove().await;
@@ -331,7 +331,7 @@ async fn resume_loses_and_repeats_nothing(server: &Server) {
 #[actix_rt::test]
 async fn sqlite_resume_loses_and_repeats_nothing() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     resume_loses_and_repeats_nothing(&server).await;
     drop(server);
     db.remove().await;
@@ -342,7 +342,7 @@ async fn postgres_resume_loses_and_repeats_nothing() {
     let Some(db) = Db::postgres().await else {
         return;
     };
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     resume_loses_and_repeats_nothing(&server).await;
     drop(server);
     db.remove().await;
@@ -374,7 +374,7 @@ async fn resume_after_pruning_is_not_recovered() {
 #[actix_rt::test]
 async fn refused_before_the_upgrade() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     assert_eq!(
         Dash::open(&server, "", Auth::None, None).await.err(),
         Some(401)
@@ -447,7 +447,7 @@ async fn refused_before_the_upgrade() {
 #[actix_rt::test]
 async fn oversized_inbound_frames_are_refused() {
     let db = Db::sqlite();
-    let server = Server::start(&db.url());
+    let server = Server::start(db.url());
     let mut dash = Dash::with_key(&server, "").await;
     dash.send_text("x".repeat(5000)).await;
     let closed = dash.closed().await;
@@ -511,8 +511,8 @@ async fn postgres_events_cross_instances_and_survive_a_killed_listener() {
     let Some(db) = Db::postgres().await else {
         return;
     };
-    let one = Server::start(&db.url());
-    let two = Server::start(&db.url());
+    let one = Server::start(db.url());
+    let two = Server::start(db.url());
     let mut dash = Dash::with_key(&two, "").await;
 
     one.create("from-one").await;
@@ -523,7 +523,7 @@ async fn postgres_events_cross_instances_and_survive_a_killed_listener() {
     );
 
     let admin =
-        tether_persistence::Database::connect(&db.url(), tether_persistence::Options::default())
+        tether_persistence::Database::connect(db.url(), tether_persistence::Options::default())
             .await
             .unwrap();
     let killed = admin.terminate_backends("tether-listener").await.unwrap();

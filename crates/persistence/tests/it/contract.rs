@@ -11,7 +11,7 @@ use tether_domain::{
 };
 use tether_persistence::Database;
 
-use crate::support::TestDb;
+use crate::support::{Connect as _, TestDb};
 
 /// The databases handed out to the suite's cases, removed at the end.
 #[derive(Clone, Default)]

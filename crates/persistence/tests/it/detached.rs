@@ -11,7 +11,7 @@ use tether_domain::{
     UpdateType,
 };
 
-use crate::support::TestDb;
+use crate::support::{Connect as _, TestDb};
 
 #[test]
 fn a_sqlite_call_given_up_on_a_current_thread_runtime_does_not_panic() {

@@ -11,7 +11,7 @@ use tether_domain::{
 };
 use tether_persistence::Database;
 
-use crate::support::TestDb;
+use crate::support::{Connect as _, TestDb};
 
 const T0: i64 = 1_800_000_000_000_000;
 

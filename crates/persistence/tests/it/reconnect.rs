@@ -11,7 +11,7 @@ use tether_domain::{
 };
 use tether_persistence::Database;
 
-use crate::support::TestDb;
+use crate::support::{Connect as _, TestDb};
 
 const LIFETIME: Duration = Duration::from_secs(15 * 60);
 

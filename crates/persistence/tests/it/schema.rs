@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use diesel::sql_types::{Integer, Text};
 use diesel::{Connection as _, QueryableByName, RunQueryDsl as _};
 
-use crate::support::TestDb;
+use crate::support::{Connect as _, TestDb};
 
 /// A column as declared or as found: its type family and whether it may be NULL.
 #[derive(Debug, Clone, PartialEq, Eq)]
