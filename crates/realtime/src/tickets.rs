@@ -164,8 +164,8 @@ fn split(bytes: &[u8; TICKET_BYTES]) -> ([u8; SELECTOR], [u8; VERIFIER]) {
 
 /// Compares without an early exit, so the time taken does not depend on where the first difference is.
 fn ct_eq(a: &[u8; VERIFIER], b: &[u8; VERIFIER]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    use subtle::ConstantTimeEq as _;
+    bool::from(a.ct_eq(b))
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
