@@ -489,7 +489,12 @@ impl Session {
     }
 
     /// A successful reconnect: consume, rotate, count, reactivate.
-    pub(crate) fn apply_reconnect(&mut self, next: TokenHash, next_expires: Timestamp, now: Timestamp) {
+    pub(crate) fn apply_reconnect(
+        &mut self,
+        next: TokenHash,
+        next_expires: Timestamp,
+        now: Timestamp,
+    ) {
         self.0.token.previous_hash = self.0.token.hash.take();
         self.0.token.hash = Some(next);
         self.0.token.expires_at = Some(next_expires);
