@@ -24,9 +24,14 @@ const EPOCH: &str = "events_epoch";
 #[derive(Debug)]
 pub(crate) struct FeedState {
     notify: Notify,
-    /// PostgreSQL URL for the listener; `None` on SQLite, where every writer is in this process.
+    /// PostgreSQL URL for the listener and the notifier; `None` on SQLite, where every writer is in
+    /// this process.
     listen_url: Option<String>,
     listener: std::sync::Once,
+    /// A permit means "committed since the last NOTIFY": the notifier sends one per permit, so
+    /// commits made while a NOTIFY is in flight share the next one.
+    pending_notify: Notify,
+    notifier: std::sync::Once,
     epoch: tokio::sync::OnceCell<String>,
 }
 
@@ -36,6 +41,8 @@ impl FeedState {
             notify: Notify::new(),
             listen_url,
             listener: std::sync::Once::new(),
+            pending_notify: Notify::new(),
+            notifier: std::sync::Once::new(),
             epoch: tokio::sync::OnceCell::new(),
         }
     }
@@ -46,6 +53,27 @@ impl FeedState {
         // waiting, so that no write goes unnoticed (a spurious wake-up costs one empty read).
         self.notify.notify_waiters();
         self.notify.notify_one();
+    }
+
+    /// Events were committed here: wake this process's readers, and (on PostgreSQL) have the
+    /// notifier tell the other instances, after the commit and off its path.
+    pub(crate) fn committed(self: &Arc<Self>) {
+        self.wake();
+        let Some(url) = &self.listen_url else {
+            return;
+        };
+        self.notifier.call_once(|| {
+            tokio::spawn(postgres::notifier(
+                Arc::downgrade(self),
+                postgres::notifier_url(url),
+            ));
+        });
+        self.pending_notify.notify_one();
+    }
+
+    /// Resolves when a commit is waiting to be announced.
+    pub(crate) async fn pending_notify(&self) {
+        self.pending_notify.notified().await;
     }
 }
 

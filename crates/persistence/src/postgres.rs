@@ -78,6 +78,49 @@ pub(crate) fn listener_url(url: &str) -> String {
     format!("{url}{sep}application_name=tether-listener")
 }
 
+/// `url` with `application_name=tether-notifier` (see [`notifier`]).
+pub(crate) fn notifier_url(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name=tether-notifier")
+}
+
+/// Sends `NOTIFY tether_events` after this instance's commits, from a connection of its own, until
+/// the database handle is gone. One NOTIFY per pending permit: commits made while one is in flight
+/// share the next, so under load an instance sends about one per round trip instead of one per
+/// commit, and no writing transaction ever takes PostgreSQL's notify lock. A lost notification
+/// costs latency only: readers re-read the outbox every second.
+pub(crate) async fn notifier(state: Weak<FeedState>, url: String) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match AsyncPgConnection::establish(&url).await {
+            Ok(mut conn) => {
+                pause = Duration::from_millis(100);
+                loop {
+                    let Some(s) = state.upgrade() else { return };
+                    let pending = async move { s.pending_notify().await };
+                    // Wakes once a second anyway, to notice a dropped database handle.
+                    if tokio::time::timeout(Duration::from_secs(1), pending)
+                        .await
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    if let Err(e) = conn.batch_execute(&format!("NOTIFY {CHANNEL}")).await {
+                        tracing::warn!(error = %e, "NOTIFY failed; reconnecting the notifier");
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "event notifier cannot connect; retrying"),
+        }
+        if state.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Listens for NOTIFY until the database handle is gone. When the connection drops it reconnects with
 /// a growing pause, and wakes the feed after each (re)connect so readers catch up by `seq` on whatever
 /// was written meanwhile: nothing is lost, since the outbox, not the notification, carries the events.

@@ -189,7 +189,7 @@ impl Database {
             Box::pin(async move {
                 let out = work(conn).await?;
                 if !out.is_empty() {
-                    feed.wake();
+                    feed.committed();
                 }
                 Ok(out)
             })
