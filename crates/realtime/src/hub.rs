@@ -305,13 +305,13 @@ impl Pump {
                 },
                 () = &mut feed_wait => {
                     feed_wait = feed.wait_for_events();
-                    self.pull().await;
+                    self.pull_if_watched().await;
                 }
-                () = signals.wake.notified() => self.pull().await,
-                () = until(gap) => self.pull().await,
-                _ = poll.tick() => self.pull().await,
+                () = signals.wake.notified() => self.pull_if_watched().await,
+                () = until(gap) => self.pull_if_watched().await,
+                _ = poll.tick() => self.pull_if_watched().await,
                 _ = health.tick() => {
-                    self.pull().await;
+                    self.pull_if_watched().await;
                     self.health().await;
                 }
             }
@@ -328,7 +328,12 @@ impl Pump {
                 reply,
             } => {
                 // Catch up first, so the position handed out is the outbox's as far as it can be
-                // read now: a resuming client is then judged against the freshest position.
+                // read now: a resuming client is then judged against the freshest position. After
+                // a time without dashboards, nothing was read: start from the outbox's end, as a
+                // new hub does, rather than read everything written meanwhile.
+                if self.connections.is_empty() {
+                    self.skip_to_end().await;
+                }
                 self.pull().await;
                 let id = self.next_id;
                 self.next_id += 1;
@@ -354,6 +359,27 @@ impl Pump {
     }
 
     /// Reads the feed from the delivery position until it is exhausted or a hole stops it.
+    /// Reads the feed only while someone watches: without dashboards every wake-up (one per
+    /// commit, at worst) would cost a query for nothing.
+    async fn pull_if_watched(&mut self) {
+        if !self.connections.is_empty() {
+            self.pull().await;
+        }
+    }
+
+    /// Moves the position to the outbox's end without reading what lies before it.
+    async fn skip_to_end(&mut self) {
+        match self.feed.last_seq().await {
+            Ok(last) if last > self.sequencer.delivered() => {
+                self.sequencer = Sequencer::new(last, self.config.gap_timeout);
+                self.signals.delivered.store(last, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            // Then the pull reads from the old position, which is correct, only slower.
+            Err(e) => tracing::warn!(error = %chain(&e), "could not read the feed's end"),
+        }
+    }
+
     async fn pull(&mut self) {
         loop {
             let page = match self

@@ -234,3 +234,78 @@ async fn invalid_config_is_refused_at_start() {
         Err(crate::Error::InvalidConfig("health_interval"))
     ));
 }
+
+/// Counts the feed reads a hub makes.
+struct CountingFeed {
+    inner: Arc<InMemoryStore>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventFeed for CountingFeed {
+    async fn events_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, tether_domain::Error> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.events_after(after, limit).await
+    }
+    async fn last_seq(&self) -> Result<u64, tether_domain::Error> {
+        self.inner.last_seq().await
+    }
+    async fn pruned_through(&self) -> Result<u64, tether_domain::Error> {
+        self.inner.pruned_through().await
+    }
+    async fn epoch(&self) -> Result<String, tether_domain::Error> {
+        self.inner.epoch().await
+    }
+    async fn wait_for_events(&self) {
+        self.inner.wait_for_events().await;
+    }
+}
+
+#[tokio::test]
+async fn without_dashboards_the_hub_reads_nothing_and_a_newcomer_starts_at_the_end() {
+    let store = Arc::new(InMemoryStore::new());
+    let feed = Arc::new(CountingFeed {
+        inner: store.clone(),
+        reads: Default::default(),
+    });
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_secs(1)));
+    let hub = Hub::start(
+        feed.clone(),
+        store.clone(),
+        clock.clone(),
+        RealtimeConfig::default(),
+    )
+    .await
+    .unwrap();
+    let manager = SessionManager::new(
+        store.clone(),
+        Arc::new(NoTokens::default()),
+        Arc::new(hub.clone()),
+        clock,
+        Policy::defaults(),
+    )
+    .unwrap();
+    for i in 0..50 {
+        open(&manager, &format!("quiet{i}")).await;
+        // The pump runs on this (current-thread) runtime: let it handle the wake-up.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(
+        feed.reads.load(Ordering::SeqCst),
+        0,
+        "50 commits woke the pump; nobody watched, so it read nothing"
+    );
+    let mut sub = hub.subscribe().await.unwrap();
+    assert_eq!(
+        sub.position, 50,
+        "starts at the end, without reading the 50 events"
+    );
+    open(&manager, "watched").await;
+    assert_eq!(next(&mut sub).await["seq"], 51);
+}
