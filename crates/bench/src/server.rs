@@ -92,6 +92,16 @@ impl Server {
             .env("TETHER_DATABASE__MAX_CONNECTIONS", l.pool.to_string())
             // Logging at info would add a line per request to what is measured.
             .env("TETHER_LOG__LEVEL", "warn")
+            // A load generator is one client on one address doing what rate limits and the
+            // per-address connection cap exist to stop: measure the path, not the limits.
+            .env("TETHER_SERVER__MAX_CONNECTIONS_PER_IP", "0")
+            .env("TETHER_SERVER__MAX_CONNECTIONS", "30000")
+            .env("TETHER_LIMITS__RECONNECT_PER_SESSION", "0")
+            .env("TETHER_LIMITS__RECONNECT_PER_ADDRESS", "0")
+            .env("TETHER_LIMITS__TOKENS_PER_KEY", "0")
+            .env("TETHER_LIMITS__SESSIONS_PER_KEY", "0")
+            .env("TETHER_LIMITS__TICKETS_PER_KEY", "0")
+            .env("TETHER_LIMITS__WS_CONNECTS_PER_ADDRESS", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

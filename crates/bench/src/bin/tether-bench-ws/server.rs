@@ -128,6 +128,13 @@ impl Server {
             .env("MCP_SESSION_SECRET", l.secret)
             // At `info` every request and event is a log line: that would be measured too.
             .env("TETHER_LOG__LEVEL", "warn")
+            // 10,000 dashboards from one address, each a connection (two descriptors), and their
+            // connects at full speed: what the caps and rate limits stop, not what is measured.
+            .env("TETHER_SERVER__MAX_CONNECTIONS_PER_IP", "0")
+            .env("TETHER_SERVER__MAX_CONNECTIONS", "30000")
+            .env("TETHER_LIMITS__WS_CONNECTS_PER_ADDRESS", "0")
+            .env("TETHER_LIMITS__SESSIONS_PER_KEY", "0")
+            .env("TETHER_LIMITS__TICKETS_PER_KEY", "0")
             .envs(l.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
