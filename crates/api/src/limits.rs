@@ -79,6 +79,13 @@ impl ConnectionCap {
         match self.admit(peer.ip()) {
             Some(slot) => {
                 ext.insert(slot);
+                // An MCP answer is an event stream written in two segments (priming event, then
+                // the answer): with Nagle's algorithm the second waits for the client's delayed
+                // ACK, 40 ms on Linux. The MCP benchmark measured 99.7 % of answers at >= 40 ms
+                // without this, and 1.4-2.3x the throughput with it.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
                 true
             }
             None => {
