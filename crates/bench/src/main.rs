@@ -9,14 +9,15 @@
 //! the limit the full path is compared with. Progress goes to stderr, the table to stdout.
 
 mod args;
-mod backend;
 mod bare;
 mod load;
 mod report;
-mod server;
 mod stats;
 
 use std::rc::Rc;
+
+// The server launcher and the fresh databases live in the library, shared with `tether-bench-mcp`.
+use tether_bench::{backend, server};
 
 use args::{Args, Backends};
 use backend::{Fresh, Kind, POSTGRES_ENV, seed_direct, seeded_id};
@@ -24,7 +25,7 @@ use report::Report;
 use server::{Launch, Server};
 
 /// Errors of the bench: anything, with a message.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use tether_bench::BoxError;
 
 /// The management key the bench starts the server with (local, throwaway).
 const API_KEY: &str = "tether-bench-api-key-0123456789";

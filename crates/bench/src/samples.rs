@@ -55,6 +55,16 @@ impl Summary {
         f64::from(self.0[idx]) / 1000.0
     }
 
+    /// The share (0..=1) of samples at or above `ms` milliseconds; 0 without samples.
+    pub fn share_at_least_ms(&self, ms: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let us = (ms * 1000.0).ceil().clamp(0.0, f64::from(u32::MAX)) as u32;
+        let below = self.0.partition_point(|&x| x < us);
+        (self.0.len() - below) as f64 / self.0.len() as f64
+    }
+
     /// The largest sample in milliseconds.
     pub fn max_ms(&self) -> f64 {
         self.0.last().map_or(0.0, |&us| f64::from(us) / 1000.0)
@@ -86,5 +96,9 @@ mod tests {
         assert!((s.pct_ms(99.0) - 99.0).abs() < 1e-9);
         assert!((s.max_ms() - 100.0).abs() < 1e-9);
         assert!(Summary::default().pct_ms(99.0).abs() < 1e-9);
+        assert!((s.share_at_least_ms(91.0) - 0.10).abs() < 1e-9);
+        assert!((s.share_at_least_ms(0.0) - 1.0).abs() < 1e-9);
+        assert!(s.share_at_least_ms(101.0).abs() < 1e-9);
+        assert!(Summary::default().share_at_least_ms(1.0).abs() < 1e-9);
     }
 }

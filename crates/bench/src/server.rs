@@ -29,6 +29,7 @@ pub struct Server {
     pub base_url: String,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     panics: Arc<AtomicUsize>,
+    stderr_lines: Arc<AtomicUsize>,
 }
 
 /// The settings the server is started with.
@@ -111,10 +112,13 @@ impl Server {
         let pid = child.id();
         let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL)));
         let panics = Arc::new(AtomicUsize::new(0));
+        let stderr_lines = Arc::new(AtomicUsize::new(0));
         if let Some(err) = child.stderr.take() {
             let tail = stderr_tail.clone();
             let panics = panics.clone();
+            let lines = stderr_lines.clone();
             drain(err, move |line| {
+                lines.fetch_add(1, Ordering::Relaxed);
                 if line.contains("panicked at") {
                     panics.fetch_add(1, Ordering::Relaxed);
                 }
@@ -139,6 +143,7 @@ impl Server {
             base_url: String::new(),
             stderr_tail,
             panics,
+            stderr_lines,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -179,6 +184,12 @@ impl Server {
         self.panics.load(Ordering::Relaxed)
     }
 
+    /// How many lines the server has written to stderr so far (it logs at `warn`: any line is
+    /// worth a look).
+    pub fn stderr_lines(&self) -> usize {
+        self.stderr_lines.load(Ordering::Relaxed)
+    }
+
     /// The server's last stderr lines, indented, for error messages.
     pub fn stderr_tail(&self) -> String {
         self.stderr_tail
@@ -198,6 +209,16 @@ impl Server {
     /// When `/proc/PID/stat` cannot be read or parsed.
     pub fn cpu_time(&self, ticks_per_sec: u64) -> Result<Duration, BoxError> {
         cpu_time(&self.pid.to_string(), ticks_per_sec)
+    }
+
+    /// On-CPU time of the process's live threads (`/proc/PID/task/*/schedstat`, nanoseconds).
+    /// Finer than [`Self::cpu_time`], which the kernel samples once per tick and may charge a whole
+    /// tick to a thread that woke up on it; a thread that exits in between no longer counts.
+    ///
+    /// # Errors
+    /// When `/proc/PID/task` cannot be read.
+    pub fn sched_time(&self) -> Result<Duration, BoxError> {
+        sched_time(&self.pid.to_string())
     }
 
     /// `VmRSS` and `VmHWM` (peak) in KiB.
@@ -301,6 +322,51 @@ pub fn cpu_time(pid: &str, ticks_per_sec: u64) -> Result<Duration, BoxError> {
     let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
     let ticks = utime + stime;
     Ok(Duration::from_secs_f64(ticks as f64 / ticks_per_sec as f64))
+}
+
+/// On-CPU time so far of the live threads of process `pid` (a number, or `self`), summed from
+/// `/proc/PID/task/*/schedstat` (nanoseconds).
+///
+/// # Errors
+/// When `/proc/PID/task` cannot be read.
+pub fn sched_time(pid: &str) -> Result<Duration, BoxError> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread may exit between the listing and the read: it simply no longer counts.
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue;
+        };
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(Duration::from_nanos(ns))
+}
+
+/// Idle plus I/O-wait time of the whole machine so far (all cores), from `/proc/stat`. With a
+/// tickless kernel the idle time is measured exactly, while the busy fields of
+/// [`machine_busy`] are sampled once per tick and miss work done between two ticks (such as work
+/// that a timer starts right after a tick): wall time × cores − this is the busy time to trust.
+///
+/// # Errors
+/// When `/proc/stat` cannot be read or parsed.
+pub fn machine_idle(ticks_per_sec: u64) -> Result<Duration, BoxError> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or("no cpu line in /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(5)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait
+    let idle = ticks.get(3).ok_or("no idle field")? + ticks.get(4).ok_or("no iowait field")?;
+    Ok(Duration::from_secs_f64(idle as f64 / ticks_per_sec as f64))
 }
 
 /// Busy CPU time of the whole machine so far (all cores; everything but idle and I/O wait), from

@@ -1,0 +1,424 @@
+//! `tether-bench-mcp`: measures Tether's MCP endpoint (`/mcp`, streamable HTTP) against the real
+//! `tether` binary on 127.0.0.1, next to the same read over REST, and prints a Markdown table
+//! (`make bench`).
+//!
+//! Per backend, on a fresh database (the shared `tether_bench::backend`), with the shared launcher
+//! (`tether_bench::server`):
+//! 1. start `tether` (the first instance) and open `--concurrency` MCP sessions for the loops plus
+//!    `--restore-sessions` more to be restored later (`initialize` + `notifications/initialized`);
+//! 2. closed loop, one worker per MCP session: `tools/call session_info` (warm-up, then measured);
+//! 3. the same loop with `GET /api/mcp/sessions/{id}` over REST on the same sessions, then with
+//!    `POST /api/mcp/sessions/{id}/activity` (the activity write an MCP request also makes);
+//! 4. a second instance that has never seen the restore sessions: on PostgreSQL another `tether`
+//!    on the same database beside the first, on SQLite the first stopped and started again on
+//!    the same file. There, each restore session's first `tools/call` (restore), then the second
+//!    (warm).
+//!
+//! Progress goes to stderr, the table to stdout.
+
+mod args;
+mod client;
+mod load;
+mod report;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tether_bench::BoxError;
+use tether_bench::backend::{Fresh, Kind, POSTGRES_ENV};
+use tether_bench::server::{self, Launch, Server};
+
+use args::{Args, Backends};
+use client::{Client, Conn, Op};
+use report::{Measured, PerSession, ProcessEnd, Report};
+
+/// The management key the bench starts the servers with (local, throwaway).
+const API_KEY: &str = "tether-bench-mcp-api-key-0123456789";
+/// The signing secret they share (local, throwaway; at least 32 bytes).
+const SECRET: &str = "tether-bench-mcp-signing-secret-0123456789abcdef";
+/// Handshakes in flight while opening the sessions to restore.
+const OPEN_CONCURRENCY: usize = 32;
+
+fn main() -> Result<(), BoxError> {
+    let Some(mut args) = Args::parse()? else {
+        return Ok(());
+    };
+    if !args.tether.is_file() {
+        return Err(format!(
+            "no tether binary at {} (build it with `cargo build --release -p tether-api`, or \
+             pass --tether PATH)",
+            args.tether.display()
+        )
+        .into());
+    }
+    // The server runs in a temporary directory: a relative path would resolve from there.
+    args.tether = std::fs::canonicalize(&args.tether)?;
+    // For the database helper (create/drop); the HTTP load runs on one actix-rt thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let kinds: &[Kind] = match args.backends {
+        Backends::Sqlite => &[Kind::Sqlite],
+        Backends::Postgres => &[Kind::Postgres],
+        Backends::Both => &[Kind::Sqlite, Kind::Postgres],
+    };
+    let admin_url = std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty());
+    let mut reports = Vec::new();
+    for &kind in kinds {
+        if kind == Kind::Postgres && admin_url.is_none() {
+            eprintln!(
+                "\n!!!!!!!! {POSTGRES_ENV} is not set: SKIPPING the PostgreSQL backend !!!!!!!!\n\
+                 !!!!!!!! set it to an admin URL, e.g. postgres://postgres@127.0.0.1:5432/test \
+                 !!!!!!!!\n"
+            );
+            let mut r = Report::new(kind);
+            r.skipped = Some(format!("{POSTGRES_ENV} unset"));
+            reports.push(r);
+            continue;
+        }
+        eprintln!("== MCP: {} ==", kind.label());
+        reports.push(measure(&rt, &args, kind, admin_url.as_deref()));
+    }
+
+    println!(
+        "{c} workers each on its own MCP session, pool {pool}, each closed loop {d} s after {w} s \
+         warm-up; restore of {n} sessions, {rc} in flight, {rconn}; load generator on one thread \
+         of the same machine.\n",
+        c = args.concurrency,
+        pool = args.pool,
+        d = args.duration.as_secs_f64(),
+        w = args.warmup.as_secs_f64(),
+        n = args.restore_sessions,
+        rc = args.restore_concurrency,
+        rconn = if args.restore_keep_alive {
+            "kept-alive connections"
+        } else {
+            "a new connection per call"
+        },
+    );
+    println!("{}", report::table(&args, &reports));
+    for r in &reports {
+        let (failed, server_errors) = r.failures();
+        if failed > 0 {
+            eprintln!(
+                "{}: {failed} failed requests, {server_errors} of them 5xx (the first failures are under the table)",
+                r.kind.label()
+            );
+        }
+    }
+    if let Some(failed) = reports.iter().find(|r| r.error.is_some()) {
+        return Err(format!("the {} run failed (see above)", failed.kind.label()).into());
+    }
+    Ok(())
+}
+
+/// Everything on one backend, on a database created for it and removed afterwards.
+fn measure(rt: &tokio::runtime::Runtime, args: &Args, kind: Kind, admin: Option<&str>) -> Report {
+    let mut report = Report::new(kind);
+    let fresh = match rt.block_on(Fresh::create(kind, admin)) {
+        Ok(f) => f,
+        Err(e) => {
+            report.error = Some(format!("cannot create the database: {e}"));
+            return report;
+        }
+    };
+    if let Err(e) = measure_on(args, &fresh, &mut report) {
+        eprintln!("  failed: {e}");
+        report.error = Some(e.to_string());
+    }
+    if let Err(e) = rt.block_on(fresh.destroy()) {
+        eprintln!("  could not remove the bench database: {e}");
+    }
+    report
+}
+
+fn start(args: &Args, fresh: &Fresh, which: &str) -> Result<Server, BoxError> {
+    let server = Server::start(&Launch {
+        exe: &args.tether,
+        workdir: &fresh.workdir,
+        database_url: &fresh.url,
+        api_key: API_KEY,
+        secret: SECRET,
+        pool: args.pool,
+    })?;
+    eprintln!(
+        "  {which} instance: tether pid {} at {}",
+        server.pid(),
+        server.base_url
+    );
+    Ok(server)
+}
+
+/// Stops a server (SIGTERM) and says how it went; its last stderr lines go to stderr if any.
+fn finish(mut server: Server, which: &str) -> ProcessEnd {
+    let panics = server.panics();
+    let stderr_lines = server.stderr_lines();
+    let alive = server.alive();
+    let tail = server.stderr_tail();
+    if !tail.is_empty() {
+        eprintln!("  {which} instance: tether's last stderr lines:\n  {tail}");
+    }
+    let exit = match (alive, server.stop()) {
+        (false, Ok(status)) => format!("exited during the run ({status})"),
+        (true, Ok(status)) => status.to_string(),
+        (_, Err(e)) => e.to_string(),
+    };
+    ProcessEnd {
+        panics,
+        stderr_lines,
+        exit,
+    }
+}
+
+fn measure_on(args: &Args, fresh: &Fresh, report: &mut Report) -> Result<(), BoxError> {
+    let system = actix_rt::System::new();
+    let first = start(args, fresh, "first")?;
+    let phases = system.block_on(first_phases(args, &first, report));
+    let restore_sids = match phases {
+        Ok(sids) => sids,
+        Err(e) => {
+            report.first_end = Some(finish(first, "first"));
+            return Err(e);
+        }
+    };
+
+    let (second, first) = match report.kind {
+        Kind::Postgres => {
+            report.second = Some("another tether on the same database, the first still running");
+            (start(args, fresh, "second"), Some(first))
+        }
+        Kind::Sqlite => {
+            report.second = Some("the same tether restarted on the same file");
+            report.first_end = Some(finish(first, "first"));
+            (start(args, fresh, "second"), None)
+        }
+    };
+    let result = match second {
+        Ok(second) => {
+            let r = system.block_on(restore_phases(args, &second, &restore_sids, report));
+            report.second_end = Some(finish(second, "second"));
+            r
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(first) = first {
+        report.first_end = Some(finish(first, "first"));
+    }
+    result
+}
+
+/// Opens the sessions and runs the closed loops on the first instance; returns the ids of the
+/// sessions to restore.
+async fn first_phases(
+    args: &Args,
+    server: &Server,
+    report: &mut Report,
+) -> Result<Vec<String>, BoxError> {
+    let client = Rc::new(Client::new(
+        &server.base_url,
+        API_KEY,
+        args.concurrency.max(OPEN_CONCURRENCY) + 8,
+        Conn::KeepAlive,
+    ));
+    eprintln!("  opening {} MCP sessions for the loops", args.concurrency);
+    let (loop_sids, opened) = load::open_sessions(
+        client.clone(),
+        args.concurrency,
+        args.concurrency,
+        "bench-loop",
+    )
+    .await;
+    if loop_sids.len() < args.concurrency {
+        return Err(format!(
+            "{} of {} MCP sessions failed to open: {}",
+            opened.errors,
+            args.concurrency,
+            opened.first_error.unwrap_or_default()
+        )
+        .into());
+    }
+    eprintln!(
+        "  opening {} MCP sessions to restore later",
+        args.restore_sessions
+    );
+    let (restore_sids, opened) = load::open_sessions(
+        client.clone(),
+        args.restore_sessions,
+        OPEN_CONCURRENCY,
+        "bench-restore",
+    )
+    .await;
+    eprintln!(
+        "    {:.0} sessions/s, {} failed",
+        opened.throughput(),
+        opened.errors
+    );
+    let failed = opened.errors;
+    let first_error = opened.first_error.clone();
+    report.handshakes = Some(opened);
+    if failed as usize * 100 > args.restore_sessions {
+        return Err(format!(
+            "{failed} MCP sessions failed to open: {}",
+            first_error.unwrap_or_default()
+        )
+        .into());
+    }
+
+    let mut ids = 2u64;
+    let mut ops = vec![Op::McpSessionInfo, Op::RestGet];
+    if !args.no_activity {
+        ops.push(Op::RestActivity);
+    }
+    for op in ops {
+        eprintln!(
+            "  {} ({} s warm-up, {} s measured)",
+            op.label(),
+            args.warmup.as_secs_f64(),
+            args.duration.as_secs_f64()
+        );
+        let m = closed_loop(args, server, client.clone(), op, &loop_sids, &mut ids).await?;
+        eprintln!(
+            "    {:.0} req/s, p50 / p99 {:.2} / {:.2} ms, {} failed",
+            m.run.throughput(),
+            m.run.latency.pct_ms(50.0),
+            m.run.latency.pct_ms(99.0),
+            m.run.errors
+        );
+        match op {
+            Op::McpSessionInfo => report.mcp = Some(m),
+            Op::RestGet => report.rest_get = Some(m),
+            Op::RestActivity => report.rest_activity = Some(m),
+        }
+    }
+
+    if args.probe_calls > 0 {
+        let fresh = Client::new(&server.base_url, API_KEY, 4, Conn::New);
+        let sid = &loop_sids[0];
+        for op in [Op::McpSessionInfo, Op::RestGet] {
+            for (conn, c) in [(Conn::KeepAlive, client.as_ref()), (Conn::New, &fresh)] {
+                eprintln!(
+                    "  one at a time: {} x {}, {}",
+                    args.probe_calls,
+                    op.label(),
+                    conn_label(conn)
+                );
+                let t = load::sequential(c, op, sid, args.probe_calls, &mut ids).await;
+                eprintln!(
+                    "    p50 / p99 {:.2} / {:.2} ms, {} failed",
+                    t.latency.pct_ms(50.0),
+                    t.latency.pct_ms(99.0),
+                    t.errors
+                );
+                report.probes.push((op, conn, t));
+            }
+        }
+    }
+    Ok(restore_sids)
+}
+
+fn conn_label(conn: Conn) -> &'static str {
+    match conn {
+        Conn::KeepAlive => "one kept-alive connection",
+        Conn::New => "a new connection per request",
+    }
+}
+
+/// One closed loop: warm-up, then the measured run with the CPU times around it.
+async fn closed_loop(
+    args: &Args,
+    server: &Server,
+    client: Rc<Client>,
+    op: Op,
+    sids: &[String],
+    ids: &mut u64,
+) -> Result<Measured, BoxError> {
+    let ticks = server::clock_ticks();
+    if !args.warmup.is_zero() {
+        load::closed(client.clone(), op, sids, args.warmup, ids).await;
+    }
+    let sched = server.sched_time()?;
+    let own = server::sched_time("self")?;
+    let idle = server::machine_idle(ticks)?;
+    let machine = server::machine_busy(ticks)?;
+    let started = Instant::now();
+    let run = load::closed(client, op, sids, args.duration, ids).await;
+    let wall = started.elapsed();
+    Ok(Measured {
+        server_cpu: server.sched_time()?.saturating_sub(sched).as_secs_f64(),
+        bench_cpu: server::sched_time("self")?
+            .saturating_sub(own)
+            .as_secs_f64(),
+        machine_ticks: server::machine_busy(ticks)?
+            .saturating_sub(machine)
+            .as_secs_f64(),
+        machine_cpu: busy_since(wall, idle, ticks)?,
+        run,
+    })
+}
+
+/// The whole machine's busy time over the last `wall`, from its idle time (measured exactly on a
+/// tickless kernel), in seconds.
+fn busy_since(wall: Duration, idle_before: Duration, ticks: u64) -> Result<f64, BoxError> {
+    let idle = server::machine_idle(ticks)?.saturating_sub(idle_before);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    Ok((wall.as_secs_f64() * cores - idle.as_secs_f64()).max(0.0))
+}
+
+/// On the instance that has never seen `sids`: the first call of each (restore), then the second.
+async fn restore_phases(
+    args: &Args,
+    server: &Server,
+    sids: &[String],
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    let conn = if args.restore_keep_alive {
+        Conn::KeepAlive
+    } else {
+        Conn::New
+    };
+    let client = Rc::new(Client::new(
+        &server.base_url,
+        API_KEY,
+        args.restore_concurrency + 8,
+        conn,
+    ));
+    // Let the new process settle (its first database connections, the listener) before timing.
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = server.memory_kib()?.0;
+    for (first_call, id) in [(true, 2u64), (false, 3u64)] {
+        eprintln!(
+            "  {} tools/call of {} sessions on the second instance, {} in flight",
+            if first_call {
+                "first (restore)"
+            } else {
+                "second (warm)"
+            },
+            sids.len(),
+            args.restore_concurrency
+        );
+        let ticks = server::clock_ticks();
+        let sched = server.sched_time()?;
+        let idle = server::machine_idle(ticks)?;
+        let started = Instant::now();
+        let run = load::once_each(client.clone(), sids, args.restore_concurrency, id).await;
+        let p = PerSession {
+            server_cpu: server.sched_time()?.saturating_sub(sched).as_secs_f64(),
+            machine_cpu: busy_since(started.elapsed(), idle, ticks)?,
+            run,
+        };
+        eprintln!(
+            "    p50 / p99 {:.2} / {:.2} ms, {} failed, machine busy {:.2} cores",
+            p.run.latency.pct_ms(50.0),
+            p.run.latency.pct_ms(99.0),
+            p.run.errors,
+            p.machine_cpu / p.run.elapsed.as_secs_f64().max(1e-9)
+        );
+        if first_call {
+            report.rss_restore = Some((rss_before, server.memory_kib()?.0));
+            report.restore = Some(p);
+        } else {
+            report.warm = Some(p);
+        }
+    }
+    Ok(())
+}
