@@ -469,11 +469,14 @@ async fn rate_limits_answer_429_per_key() {
     let reconnect = |id: &str| format!("POST /api/mcp/sessions/{id}/reconnect HTTP/1.1");
     let garbage = r#"{"token":"garbage"}"#;
 
-    // Per session: the third attempt on one session is limited, another session is not.
+    // Per session: only attempts with a token issued for the session count, so garbage aimed at its
+    // id (from anywhere) cannot lock its client out; the client's own third attempt is limited.
+    server.create("s1").await;
+    let mut token = server.mint("s1").await;
     for _ in 0..2 {
         assert_eq!(
             status_of(&http_from(
-                [127, 0, 0, 5],
+                [127, 0, 0, 4],
                 &server,
                 &reconnect("s1"),
                 garbage
@@ -481,19 +484,33 @@ async fn rate_limits_answer_429_per_key() {
             401
         );
     }
+    for _ in 0..2 {
+        let answer = http_from(
+            [127, 0, 0, 5],
+            &server,
+            &reconnect("s1"),
+            &json!({ "token": token }).to_string(),
+        );
+        assert_eq!(status_of(&answer), 200, "{answer}");
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        token = body["reconnect_token"].as_str().unwrap().to_owned();
+    }
     assert_limited(&http_from(
         [127, 0, 0, 5],
         &server,
         &reconnect("s1"),
-        garbage,
+        &json!({ "token": token }).to_string(),
     ));
-    // Per address: 127.0.0.5 has spent its 3; 127.0.0.6 has not.
+    // Per address: 127.0.0.5 has spent its 3; 127.0.0.6 has not. An address over its budget gets its
+    // refusal only after `limits.penalty_ms` (default 1 s; the budget refills in 20 s).
+    let asked = std::time::Instant::now();
     assert_limited(&http_from(
         [127, 0, 0, 5],
         &server,
         &reconnect("s2"),
         garbage,
     ));
+    assert!(asked.elapsed() >= std::time::Duration::from_secs(1));
     assert_eq!(
         status_of(&http_from(
             [127, 0, 0, 6],
@@ -528,13 +545,13 @@ async fn rate_limits_answer_429_per_key() {
     );
     assert_limited(&http_from([127, 0, 0, 7], &server, &mcp, "{}"));
 
-    // Per key: session creations, token mints, tickets.
-    for i in 0..4 {
+    // Per key: session creations, token mints, tickets (s1 took one creation and one mint).
+    for i in 0..3 {
         server.create(&format!("k{i}")).await;
     }
     let (status, body) = server.post("/sessions", &json!({"client_type": "t"})).await;
     assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
-    for _ in 0..3 {
+    for _ in 0..2 {
         server.mint("k0").await;
     }
     let (status, body) = server.call("POST", "/sessions/k1/token", None, true).await;

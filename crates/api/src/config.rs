@@ -83,6 +83,8 @@ pub struct LimitSettings {
     pub sessions_per_key: u32,
     /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
     pub trusted_proxies: String,
+    /// Milliseconds a refusal of an address over its budget is held back (0: answered at once).
+    pub penalty_ms: u64,
 }
 
 /// `[events]`.
@@ -329,6 +331,9 @@ impl Settings {
             return Err(ConfigError(format!(
                 "limits.trusted_proxies: {bad:?} is not an IP address"
             )));
+        }
+        if self.limits.penalty_ms > 10_000 {
+            return bad("limits.penalty_ms must be at most 10000");
         }
         if self.sessions.sweep_interval_secs == 0 {
             return bad("sessions.sweep_interval_secs must be at least 1");

@@ -31,9 +31,9 @@ pub enum ApiError {
     /// A browser page from an origin that is not allowed.
     #[error("origin not allowed")]
     OriginNotAllowed,
-    /// Over a rate limit; retry after this long.
+    /// Over a rate limit: retry after this long, and the answer held back this long first.
     #[error("rate limited")]
-    RateLimited(std::time::Duration),
+    RateLimited(std::time::Duration, std::time::Duration),
     /// The body did not arrive within `server.body_timeout_ms`.
     #[error("request body timeout")]
     RequestTimeout,
@@ -48,7 +48,7 @@ pub enum ApiError {
 impl ApiError {
     /// A refusal by a rate limit.
     pub fn limited(l: crate::ratelimit::Limited) -> Self {
-        Self::RateLimited(l.0)
+        Self::RateLimited(l.retry_after, l.penalty)
     }
 
     /// A reconnect's failure in the contract's words (logging what the code alone would hide).
@@ -69,6 +69,11 @@ impl ApiError {
         }
     }
 }
+
+/// How long the request middleware holds an answer back before sending it (a refusal of an address
+/// over its budget).
+#[derive(Clone, Copy, Debug)]
+pub struct Penalty(pub std::time::Duration);
 
 /// `{"success": false, "code", "detail"}`, in that order (a struct, since `json!` sorts keys).
 #[derive(serde::Serialize)]
@@ -122,7 +127,7 @@ impl ResponseError for ApiError {
             Self::ReconnectFailed(code) => status_of(*code),
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -183,7 +188,7 @@ impl ApiError {
             Self::Unauthorized => body(status, "unauthorized", "Missing or invalid API key"),
             Self::PayloadTooLarge(_) => body(status, "payload_too_large", &self.to_string()),
             Self::NoRoute => body(status, "not_found", "No such route"),
-            Self::RateLimited(wait) => {
+            Self::RateLimited(wait, penalty) => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let secs = secs.max(1);
                 let mut reply = body(
@@ -194,6 +199,9 @@ impl ApiError {
                 reply
                     .headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+                if !penalty.is_zero() {
+                    reply.extensions_mut().insert(Penalty(*penalty));
+                }
                 reply
             }
             Self::RequestTimeout => body(

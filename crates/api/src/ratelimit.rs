@@ -98,14 +98,31 @@ struct Limits {
     ws_connects_per_address: Limit<IpAddr>,
     sessions_per_key: Limit<()>,
     trusted_proxies: Vec<IpAddr>,
+    penalty: Duration,
 }
 
-/// What a limited request is answered: 429 with this `Retry-After`.
+/// What a limited request is answered: 429 with `Retry-After: retry_after`, held back for
+/// `penalty` first.
 #[derive(Debug, Clone, Copy)]
-pub struct Limited(pub Duration);
+pub struct Limited {
+    /// When the budget allows again.
+    pub retry_after: Duration,
+    /// How long the answer is held back (zero: at once).
+    pub penalty: Duration,
+}
+
+impl Limited {
+    /// A refusal answered at once.
+    pub fn now(retry_after: Duration) -> Self {
+        Self {
+            retry_after,
+            penalty: Duration::ZERO,
+        }
+    }
+}
 
 fn check<K: Hash + Eq + Clone>(limit: &Limit<K>, key: &K) -> Result<(), Limited> {
-    limit.check(key).map_err(Limited)
+    limit.check(key).map_err(Limited::now)
 }
 
 impl RateLimits {
@@ -140,6 +157,7 @@ impl RateLimits {
             ),
             sessions_per_key: Limit::per_minute(settings.sessions_per_key, MonotonicClock),
             trusted_proxies,
+            penalty: Duration::from_millis(settings.penalty_ms),
         }))
     }
 
@@ -165,9 +183,28 @@ impl RateLimits {
             .unwrap_or(peer)
     }
 
-    /// A reconnect attempt from `client` for `session`.
-    pub fn reconnect(&self, client: IpAddr, session: &str) -> Result<(), Limited> {
-        check(&self.0.reconnect_per_address, &client)?;
+    /// A refusal of an address that is over its budget: held back until the budget allows one more
+    /// request, at most for the penalty. A flood over the connections the per-address cap allows
+    /// then waits for its answers instead of taking the CPU the other clients need (tether-bench's
+    /// flood: the flood's rate halves and a legitimate client's p99 stays within 2× its quiet one).
+    fn penalized(&self, retry_after: Duration) -> Limited {
+        Limited {
+            retry_after,
+            penalty: self.0.penalty.min(retry_after),
+        }
+    }
+
+    /// A reconnect attempt from `client`, whatever it carries.
+    pub fn reconnect_from(&self, client: IpAddr) -> Result<(), Limited> {
+        self.0
+            .reconnect_per_address
+            .check(&client)
+            .map_err(|wait| self.penalized(wait))
+    }
+
+    /// A reconnect attempt for `session` with a token that verified as issued for it. Garbage does
+    /// not count here: anyone can aim it at a session's id, and it must not lock the real client out.
+    pub fn reconnect_of(&self, session: &str) -> Result<(), Limited> {
         check(&self.0.reconnect_per_session, &session.to_owned())
     }
 
@@ -180,7 +217,7 @@ impl RateLimits {
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match locked.get(&client) {
-            Some(until) if *until > now => Err(Limited(*until - now)),
+            Some(until) if *until > now => Err(self.penalized(*until - now)),
             Some(_) => {
                 locked.remove(&client);
                 Ok(())
@@ -207,7 +244,7 @@ impl RateLimits {
         if locked.len() < MAX_KEYS {
             locked.insert(client, now + wait);
         }
-        Err(Limited(wait))
+        Err(self.penalized(wait))
     }
 
     /// A token mint (per API key; there is one key).
@@ -222,7 +259,10 @@ impl RateLimits {
 
     /// A dashboard connection attempt from `client`.
     pub fn ws_connect(&self, client: IpAddr) -> Result<(), Limited> {
-        check(&self.0.ws_connects_per_address, &client)
+        self.0
+            .ws_connects_per_address
+            .check(&client)
+            .map_err(|wait| self.penalized(wait))
     }
 
     /// A session creation (per API key).

@@ -197,15 +197,23 @@ async fn reconnect(
     // Before anything else: a flood of garbage reconnects costs one limiter check each.
     state
         .limits
-        .reconnect(state.limits.client(&req), &id)
+        .reconnect_from(state.limits.client(&req))
         .map_err(ApiError::limited)?;
     // No session can have a malformed id: that is `session_not_found`, like any unknown id.
     let id = SessionId::parse(&id)
         .map_err(|_| ApiError::ReconnectFailed(ResultCode::SessionNotFound))?;
     let body: dto::Reconnect = dto::require_json(body).await?;
+    let presented = state
+        .manager
+        .check_token(&id, &body.token)
+        .map_err(ApiError::reconnect)?;
+    state
+        .limits
+        .reconnect_of(id.as_str())
+        .map_err(ApiError::limited)?;
     let done = state
         .manager
-        .reconnect(&id, &body.token)
+        .reconnect_checked(&id, presented)
         .await
         .map_err(ApiError::reconnect)?;
     if done.repeated {
@@ -227,7 +235,9 @@ async fn ws_ticket(_: Authorized, state: web::Data<AppState>) -> Reply {
     let ticket = state.tickets.mint().map_err(|e| match e {
         // A client limit, not a fault: with `limits.tickets_per_key` on it cannot be reached (the
         // rate times the ticket lifetime stays far below the cap); retry once tickets expire.
-        tether_realtime::Error::TooManyTickets => ApiError::RateLimited(state.ticket_ttl),
+        tether_realtime::Error::TooManyTickets => {
+            ApiError::RateLimited(state.ticket_ttl, std::time::Duration::ZERO)
+        }
         other => ApiError::Domain(DomainError::Internal(Box::new(other))),
     })?;
     // Just minted: it lives the configured lifetime (no clock read here).

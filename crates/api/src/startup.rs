@@ -17,7 +17,7 @@ use tether_realtime::{Hub, RealtimeConfig, Tickets};
 
 use crate::config::Settings;
 use crate::drain::InFlight;
-use crate::error::ApiError;
+use crate::error::{ApiError, Penalty};
 use crate::limits::ConnectionCap;
 use crate::mcp::McpEndpoint;
 use crate::ratelimit::RateLimits;
@@ -256,6 +256,12 @@ impl Application {
                         let res = fut.await;
                         drop(in_flight);
                         let mut res = res?;
+                        // A refusal of an address over its budget waits first: the in-flight
+                        // guard is gone, so shutdown never waits for it.
+                        let penalty = res.response().extensions().get::<Penalty>().map(|p| p.0);
+                        if let Some(p) = penalty {
+                            tokio::time::sleep(p).await;
+                        }
                         // Responses carry tokens, tickets and session data: never cached, never
                         // sniffed into another type.
                         let headers = res.headers_mut();

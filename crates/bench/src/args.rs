@@ -39,6 +39,12 @@ pub struct Args {
     pub rate_duration: Duration,
     /// Sessions in the database (created over HTTP before the measurements).
     pub sessions: usize,
+    /// Garbage reconnects in the flood phase (0 skips it).
+    pub flood: u64,
+    /// Source addresses of the flood.
+    pub flood_addresses: usize,
+    /// Connections of the flood.
+    pub flood_connections: usize,
     /// Skip the HTTP phases (no `tether` binary needed): seed the database directly, measure only the
     /// bare statement.
     pub no_server: bool,
@@ -60,6 +66,10 @@ USAGE: tether-bench [FLAGS]
   --rate N                   open-loop requests per second (default 1000)
   --rate-duration SECS       open-loop run length (default 10)
   --sessions N               sessions in the database (default 10000)
+  --flood N                  garbage reconnects sent while a legitimate client is measured, on a
+                             server with the shipped limits (default 200000; 0 skips the phase)
+  --flood-addresses N        loopback source addresses of the flood, 127.0.0.2 on (default 4)
+  --flood-connections N      connections of the flood (default 64)
   --no-server                bare statement only, database seeded directly
   -h, --help                 this text
 ";
@@ -104,6 +114,9 @@ impl Args {
             rate: 1000,
             rate_duration: Duration::from_secs(10),
             sessions: 10_000,
+            flood: 200_000,
+            flood_addresses: 4,
+            flood_connections: 64,
             no_server: false,
         };
         let mut it = std::env::args().skip(1);
@@ -137,6 +150,9 @@ impl Args {
                 "--rate" => args.rate = number(&flag, it.next())?,
                 "--rate-duration" => args.rate_duration = seconds(&flag, it.next())?,
                 "--sessions" => args.sessions = number(&flag, it.next())?,
+                "--flood" => args.flood = number(&flag, it.next())?,
+                "--flood-addresses" => args.flood_addresses = number(&flag, it.next())?,
+                "--flood-connections" => args.flood_connections = number(&flag, it.next())?,
                 "--no-server" => args.no_server = true,
                 other => return Err(format!("unknown flag {other:?} (see --help)").into()),
             }
@@ -156,6 +172,12 @@ impl Args {
         }
         if args.sessions > 1_000_000 {
             return Err("--sessions must be at most 1000000".into());
+        }
+        if !(1..=250).contains(&args.flood_addresses) {
+            return Err("--flood-addresses must be 1..=250".into());
+        }
+        if !(1..=1024).contains(&args.flood_connections) {
+            return Err("--flood-connections must be 1..=1024".into());
         }
         if args.duration.is_zero() {
             return Err("--duration must be above 0".into());

@@ -305,8 +305,15 @@ pub struct Open {
 /// Open loop: one reconnect every `1/rate` s for `duration`, whatever the answers do. Latency is
 /// measured from each request's scheduled time, so a stall shows up in every request it delays
 /// (no coordinated omission). A request needs a session whose previous reconnect has answered; with
-/// many sessions one is nearly always free, and waiting for one counts in the latency.
-pub async fn open(ctx: Rc<Ctx>, slots: Vec<Slot>, rate: u32, duration: Duration) -> Open {
+/// many sessions one is nearly always free, and waiting for one counts in the latency. `stop` ends
+/// the schedule early (checked before each send).
+pub async fn open(
+    ctx: Rc<Ctx>,
+    slots: Vec<Slot>,
+    rate: u32,
+    duration: Duration,
+    stop: impl Fn() -> bool,
+) -> Open {
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let total = (duration.as_secs_f64() * f64::from(rate)).round() as u64;
     let owned = slots.len();
@@ -325,6 +332,10 @@ pub async fn open(ctx: Rc<Ctx>, slots: Vec<Slot>, rate: u32, duration: Duration)
     };
     let t0 = Instant::now() + Duration::from_millis(20);
     for i in 0..total {
+        if stop() {
+            out.scheduled = i;
+            break;
+        }
         let at = t0 + interval.mul_f64(i as f64);
         actix_rt::time::sleep_until(at.into()).await;
         // Wait (bounded) for a session whose last reconnect has answered.

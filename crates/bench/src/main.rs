@@ -10,6 +10,7 @@
 
 mod args;
 mod bare;
+mod flood;
 mod load;
 mod report;
 mod stats;
@@ -133,6 +134,9 @@ fn measure_on(
     } else {
         http_phases(args, fresh, sessions, report)?;
         report.sessions = Some((sessions, "created over HTTP"));
+        if args.flood > 0 {
+            flood_phase(args, fresh, report)?;
+        }
     }
     eprintln!(
         "  bare consume_token ({:.0} s)",
@@ -161,6 +165,7 @@ fn http_phases(
         api_key: API_KEY,
         secret: SECRET,
         pool: args.pool,
+        shipped_limits: false,
     })?;
     eprintln!("  tether pid {} at {}", server.pid(), server.base_url);
     report.rss_start = Some(server.memory_kib()?.0);
@@ -224,7 +229,7 @@ fn http_phases(
         );
         let slots = workers.into_iter().flatten().collect();
         let cpu_before = server.cpu_time(ticks)?;
-        let open = load::open(ctx.clone(), slots, args.rate, args.rate_duration).await;
+        let open = load::open(ctx.clone(), slots, args.rate, args.rate_duration, || false).await;
         report.open_cpu = Some(
             server
                 .cpu_time(ticks)?
@@ -254,5 +259,43 @@ fn http_phases(
         // The numbers stand; an unclean exit on SIGTERM is the server's bug to look at.
         eprintln!("  warning: tether exited with {status} after SIGTERM");
     }
+    Ok(())
+}
+
+/// A server with the shipped limits, a legitimate client, and a garbage flood (see [`flood`]).
+fn flood_phase(args: &Args, fresh: &Fresh, report: &mut Report) -> Result<(), BoxError> {
+    let server = Server::start(&Launch {
+        exe: &args.tether,
+        workdir: &fresh.workdir,
+        database_url: &fresh.url,
+        api_key: API_KEY,
+        secret: SECRET,
+        pool: args.pool,
+        shipped_limits: true,
+    })?;
+    eprintln!("  tether pid {} (shipped limits)", server.pid());
+    let shape = flood::Shape {
+        requests: args.flood,
+        connections: args.flood_connections,
+        addresses: args.flood_addresses,
+    };
+    let result =
+        actix_rt::System::new().block_on(flood::run(&server.base_url, API_KEY, shape, || {
+            Ok(server.memory_kib()?.0)
+        }));
+    let mut server = server;
+    let panics = server.panics();
+    let alive = server.alive();
+    let tail = server.stderr_tail();
+    if !tail.is_empty() {
+        eprintln!("  tether's last stderr lines:\n  {tail}");
+    }
+    let stopped = server.stop();
+    report.flood = Some(result?);
+    report.panics = Some(report.panics.unwrap_or(0) + panics);
+    if !alive {
+        return Err("tether exited during the flood".into());
+    }
+    stopped?;
     Ok(())
 }

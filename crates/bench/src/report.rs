@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::args::Args;
 use crate::backend::Kind;
+use crate::flood::Flood;
 use crate::load::Open;
 use crate::stats::Run;
 
@@ -15,6 +16,8 @@ pub const TARGET_P99_MS: f64 = 10.0;
 pub const TARGET_CPU_US: f64 = 20.0;
 /// Resident memory with the seeded sessions must stay below this, in KiB (30 MiB).
 pub const TARGET_RSS_KIB: u64 = 30 * 1024;
+/// A legitimate client's p99 during a garbage flood, over its p99 alone, must stay within this.
+pub const TARGET_FLOOD_RATIO: f64 = 2.0;
 
 /// Everything measured on one backend; `None` where that part did not run.
 #[derive(Debug)]
@@ -51,6 +54,8 @@ pub struct Report {
     pub rss_created: Option<u64>,
     /// Server RSS and peak RSS after all the load, in KiB.
     pub rss_end: Option<(u64, u64)>,
+    /// The legitimate client during a garbage flood, on a server with the shipped limits.
+    pub flood: Option<Flood>,
 }
 
 impl Report {
@@ -73,6 +78,7 @@ impl Report {
             rss_start: None,
             rss_created: None,
             rss_end: None,
+            flood: None,
         }
     }
 
@@ -105,8 +111,16 @@ impl Report {
         )
     }
 
-    fn verdicts(&self, args: &Args) -> [Option<bool>; 4] {
+    fn flood_pass(&self) -> Option<bool> {
+        let f = self.flood.as_ref()?;
+        Some(
+            f.ratio() <= TARGET_FLOOD_RATIO && f.flooded.run.errors == 0 && f.quiet.run.errors == 0,
+        )
+    }
+
+    fn verdicts(&self, args: &Args) -> [Option<bool>; 5] {
         [
+            self.flood_pass(),
             self.share().map(|s| s >= TARGET_SHARE),
             self.open_pass(args),
             self.cpu_per_reconnect_us().map(|us| us < TARGET_CPU_US),
@@ -321,6 +335,64 @@ pub fn table(args: &Args, reports: &[Report]) -> String {
             }),
         ),
         (
+            "garbage flood (shipped limits): requests from addresses in s = req/s".into(),
+            "",
+            Box::new(|r: &Report| {
+                r.flood.as_ref().map(|f| {
+                    format!(
+                        "{} from {} in {:.1} s = {} req/s",
+                        thousands(f.sent as f64),
+                        f.addresses,
+                        f.elapsed.as_secs_f64(),
+                        thousands(f.sent as f64 / f.elapsed.as_secs_f64().max(1e-9))
+                    )
+                })
+            }),
+        ),
+        (
+            "garbage flood: answers by status / unanswered".into(),
+            "401 or 429",
+            Box::new(|r: &Report| {
+                r.flood.as_ref().map(|f| {
+                    let by: Vec<String> = f
+                        .statuses
+                        .iter()
+                        .map(|(s, n)| format!("{s}: {}", thousands(*n as f64)))
+                        .collect();
+                    format!("{} / {}", by.join(", "), f.unanswered)
+                })
+            }),
+        ),
+        (
+            format!(
+                "legitimate client ({} req/s) p50 / p99: alone → during the flood",
+                crate::flood::LEGIT_RATE
+            ),
+            "p99 ≤ 2× alone",
+            Box::new(|r: &Report| {
+                r.flood.as_ref().map(|f| {
+                    format!(
+                        "{} → {} = {:.2}×{} ({} + {} errors)",
+                        lat(&f.quiet.run),
+                        lat(&f.flooded.run),
+                        f.ratio(),
+                        verdict(r.flood_pass()),
+                        f.quiet.run.errors,
+                        f.flooded.run.errors
+                    )
+                })
+            }),
+        ),
+        (
+            "tether RSS before / after the flood".into(),
+            "",
+            Box::new(|r: &Report| {
+                r.flood
+                    .as_ref()
+                    .map(|f| format!("{} / {}", mib(f.rss.0), mib(f.rss.1)))
+            }),
+        ),
+        (
             "tether panics (counted on its stderr)".into(),
             "0",
             Box::new(|r: &Report| r.panics.map(|n| n.to_string())),
@@ -357,6 +429,8 @@ pub fn table(args: &Args, reports: &[Report]) -> String {
             ("saturation", r.saturation.as_ref()),
             ("open loop", r.open.as_ref().map(|o| &o.run)),
             ("bare", r.bare.as_ref()),
+            ("flood, alone", r.flood.as_ref().map(|f| &f.quiet.run)),
+            ("flood, flooded", r.flood.as_ref().map(|f| &f.flooded.run)),
         ] {
             if let Some(e) = run.and_then(|x| x.first_error.as_ref()) {
                 let _ = writeln!(out, "\n{} {what}: first failure: {e}", r.kind.label());

@@ -46,6 +46,9 @@ pub struct Launch<'a> {
     pub secret: &'a str,
     /// `TETHER_DATABASE__MAX_CONNECTIONS`.
     pub pool: usize,
+    /// Keep the shipped rate limits and per-address connection cap (a flood measurement) instead of
+    /// turning them off (a path measurement).
+    pub shipped_limits: bool,
 }
 
 /// Reads lines until the pipe closes, so that the child never blocks on a full pipe.
@@ -93,17 +96,23 @@ impl Server {
             .env("TETHER_DATABASE__MAX_CONNECTIONS", l.pool.to_string())
             // Logging at info would add a line per request to what is measured.
             .env("TETHER_LOG__LEVEL", "warn")
+            .env("TETHER_SERVER__MAX_CONNECTIONS", "30000");
+        if !l.shipped_limits {
             // A load generator is one client on one address doing what rate limits and the
             // per-address connection cap exist to stop: measure the path, not the limits.
-            .env("TETHER_SERVER__MAX_CONNECTIONS_PER_IP", "0")
-            .env("TETHER_SERVER__MAX_CONNECTIONS", "30000")
-            .env("TETHER_LIMITS__RECONNECT_PER_SESSION", "0")
-            .env("TETHER_LIMITS__RECONNECT_PER_ADDRESS", "0")
-            .env("TETHER_LIMITS__TOKENS_PER_KEY", "0")
-            .env("TETHER_LIMITS__SESSIONS_PER_KEY", "0")
-            .env("TETHER_LIMITS__TICKETS_PER_KEY", "0")
-            .env("TETHER_LIMITS__WS_CONNECTS_PER_ADDRESS", "0")
-            .stdin(Stdio::null())
+            for name in [
+                "TETHER_SERVER__MAX_CONNECTIONS_PER_IP",
+                "TETHER_LIMITS__RECONNECT_PER_SESSION",
+                "TETHER_LIMITS__RECONNECT_PER_ADDRESS",
+                "TETHER_LIMITS__TOKENS_PER_KEY",
+                "TETHER_LIMITS__SESSIONS_PER_KEY",
+                "TETHER_LIMITS__TICKETS_PER_KEY",
+                "TETHER_LIMITS__WS_CONNECTS_PER_ADDRESS",
+            ] {
+                cmd.env(name, "0");
+            }
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd

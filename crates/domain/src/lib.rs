@@ -75,7 +75,7 @@ pub use error::{BoxError, Error, error_chain};
 pub use events::{
     CollectingSink, EventKind, EventSink, NoEvents, SessionEvent, Sinks, StoredEvent, UpdateType,
 };
-pub use manager::{MAX_PAGE, Page, Reconnected, SessionManager, SweepReport};
+pub use manager::{MAX_PAGE, Page, PresentedToken, Reconnected, SessionManager, SweepReport};
 pub use memory::InMemoryStore;
 pub use policy::{MAX_GRACE, Policy};
 pub use ports::{

@@ -27,6 +27,11 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
+/// A reconnect token that passed [`SessionManager::check_token`] for one session: only that call
+/// makes one, so [`SessionManager::reconnect_checked`] never sees an unverified token.
+#[derive(Debug)]
+pub struct PresentedToken(VerifiedToken);
+
 /// The outcome of a successful reconnect.
 #[derive(Clone, Debug)]
 pub struct Reconnected {
@@ -272,17 +277,50 @@ impl SessionManager {
         }
     }
 
-    /// Resumes a session with its single-use reconnect token, rotating the token.
+    /// Resumes a session with its single-use reconnect token, rotating the token: [`check_token`]
+    /// then [`reconnect_checked`].
+    ///
+    /// [`check_token`]: Self::check_token
+    /// [`reconnect_checked`]: Self::reconnect_checked
     ///
     /// # Errors
     /// [`Error::Reconnect`] with the result code, [`Error::NotFound`] as `session_not_found`, store
     /// errors.
     pub async fn reconnect(&self, id: &SessionId, token: &str) -> Result<Reconnected, Error> {
-        let change = self.change(EventKind::Updated(UpdateType::Reconnected));
-        let presented = self.tokens.verify(token, change.at)?;
+        let presented = self.check_token(id, token)?;
+        self.reconnect_checked(id, presented).await
+    }
+
+    /// The half of a reconnect that needs no store: the token's signature, expiry, purpose and
+    /// audience, and that it was issued for `id`. A caller that rations reconnects per session
+    /// (a rate limit) counts only attempts that pass this, so garbage aimed at a session's id cannot
+    /// spend that session's budget and lock its real client out.
+    ///
+    /// # Errors
+    /// [`Error::Reconnect`] with `invalid_token`, `token_expired` or `session_id_mismatch`.
+    pub fn check_token(&self, id: &SessionId, token: &str) -> Result<PresentedToken, Error> {
+        let verified = self.tokens.verify(token, self.clock.now())?;
+        if verified.session_id != id.as_str() {
+            return Err(Error::Reconnect(ResultCode::SessionIdMismatch));
+        }
+        Ok(PresentedToken(verified))
+    }
+
+    /// Consumes a token that [`check_token`](Self::check_token) accepted for `id`, rotating it.
+    ///
+    /// # Errors
+    /// [`Error::Reconnect`] with the result code, [`Error::NotFound`] as `session_not_found`, store
+    /// errors.
+    pub async fn reconnect_checked(
+        &self,
+        id: &SessionId,
+        presented: PresentedToken,
+    ) -> Result<Reconnected, Error> {
+        let presented = presented.0;
         if presented.session_id != id.as_str() {
             return Err(Error::Reconnect(ResultCode::SessionIdMismatch));
         }
+        let change = self.change(EventKind::Updated(UpdateType::Reconnected));
         let next = self.tokens.rotate(&presented, change.at)?;
         if let Some(recorded) = self
             .store

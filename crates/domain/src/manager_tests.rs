@@ -342,6 +342,33 @@ async fn reconnect_from_idle_makes_it_active() {
     assert_eq!(r.session.last_activity(), w.clock.now());
 }
 
+/// The two halves of a reconnect: a checked token is bound to its session, and checking touches no
+/// store (so a caller can ration per session between them).
+#[tokio::test]
+async fn checked_tokens_are_bound_to_their_session() {
+    let w = world();
+    w.manager.open(new_session("a")).await.unwrap();
+    w.manager.open(new_session("b")).await.unwrap();
+    let ta = w.manager.issue_token(&id("a")).await.unwrap();
+    assert!(matches!(
+        w.manager.check_token(&id("a"), "garbage"),
+        Err(Error::Reconnect(ResultCode::InvalidToken))
+    ));
+    let presented = w.manager.check_token(&id("a"), ta.token.expose()).unwrap();
+    // Handed to another session's reconnect it is refused, and the token stays live.
+    assert_eq!(
+        code(w.manager.reconnect_checked(&id("b"), presented).await),
+        ResultCode::SessionIdMismatch
+    );
+    let presented = w.manager.check_token(&id("a"), ta.token.expose()).unwrap();
+    let r = w
+        .manager
+        .reconnect_checked(&id("a"), presented)
+        .await
+        .unwrap();
+    assert_eq!(r.session.reconnect_count(), 1);
+}
+
 #[tokio::test]
 async fn reconnect_failures_each_have_their_code() {
     let w = world();

@@ -140,6 +140,7 @@ fn start(args: &Args, fresh: &Fresh, which: &str) -> Result<Server, BoxError> {
         api_key: API_KEY,
         secret: SECRET,
         pool: args.pool,
+        shipped_limits: false,
     })?;
     eprintln!(
         "  {which} instance: tether pid {} at {}",
