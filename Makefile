@@ -9,11 +9,13 @@ run:
 	$(CARGO) run -p tether-api --bin tether
 
 ## Every test: unit, integration (SQLite always; PostgreSQL when TETHER_TEST_POSTGRES_URL is set),
-## end-to-end against the real binary (including the official Python MCP SDK, installed from PyPI
-## into target/mcp-venv on first use), and doctests.
+## end-to-end against the real binary (including the official Python MCP SDK and Playwright driving
+## Debian's chromium, installed into target/mcp-venv and target/browser-venv on first use), doctests.
 test:
 	tests/mcp_interop/setup.sh
-	$(CARGO) test --workspace --all-targets
+	tests/schemathesis/setup.sh
+	tests/browser/setup.sh
+	$(CARGO) test --workspace --all-targets --no-fail-fast
 	$(CARGO) test --workspace --doc
 
 ## Benchmarks (release build): the reconnect path, live monitoring with 1,000 and 10,000

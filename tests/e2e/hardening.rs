@@ -186,6 +186,15 @@ async fn http_hygiene() {
             "{path}"
         );
     }
+    // Also an answer that a scope gives as an error instead of a response (/mcp's 401).
+    let res = awc::Client::default()
+        .post(server.base.replace("/api/mcp", "/mcp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(header(res.headers(), "x-content-type-options"), "nosniff");
+    assert_eq!(header(res.headers(), "cache-control"), "no-store");
 
     // Every 401 names its scheme.
     let (status, headers, _) = send(&server, Method::GET, "/sessions", None, false).await;
@@ -432,6 +441,17 @@ fn http_from(source: [u8; 4], server: &Server, head: &str, body: &str) -> String
     read_to_close(&mut c)
 }
 
+/// The status of [`http_from`]'s answer.
+fn status_from(source: [u8; 4], server: &Server, head: &str, body: &str) -> u16 {
+    status_of(&http_from(source, server, head, body))
+}
+
+/// [`assert_limited`] on [`http_from`]'s answer.
+#[track_caller]
+fn assert_limited_from(source: [u8; 4], server: &Server, head: &str, body: &str) {
+    assert_limited(&http_from(source, server, head, body));
+}
+
 fn status_of(answer: &str) -> u16 {
     answer
         .get(9..12)
@@ -439,6 +459,7 @@ fn status_of(answer: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status in {answer:?}"))
 }
 
+#[track_caller]
 fn assert_limited(answer: &str) {
     assert_eq!(status_of(answer), 429, "{answer}");
     assert!(answer.contains(r#""code":"rate_limited""#), "{answer}");
@@ -475,12 +496,7 @@ async fn rate_limits_answer_429_per_key() {
     let mut token = server.mint("s1").await;
     for _ in 0..2 {
         assert_eq!(
-            status_of(&http_from(
-                [127, 0, 0, 4],
-                &server,
-                &reconnect("s1"),
-                garbage
-            )),
+            status_from([127, 0, 0, 4], &server, &reconnect("s1"), garbage),
             401
         );
     }
@@ -495,55 +511,36 @@ async fn rate_limits_answer_429_per_key() {
         let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         token = body["reconnect_token"].as_str().unwrap().to_owned();
     }
-    assert_limited(&http_from(
+    assert_limited_from(
         [127, 0, 0, 5],
         &server,
         &reconnect("s1"),
         &json!({ "token": token }).to_string(),
-    ));
+    );
     // Per address: 127.0.0.5 has spent its 3; 127.0.0.6 has not. An address over its budget gets its
     // refusal only after `limits.penalty_ms` (default 1 s; the budget refills in 20 s).
     let asked = std::time::Instant::now();
-    assert_limited(&http_from(
-        [127, 0, 0, 5],
-        &server,
-        &reconnect("s2"),
-        garbage,
-    ));
+    assert_limited_from([127, 0, 0, 5], &server, &reconnect("s2"), garbage);
     assert!(asked.elapsed() >= std::time::Duration::from_secs(1));
     assert_eq!(
-        status_of(&http_from(
-            [127, 0, 0, 6],
-            &server,
-            &reconnect("s2"),
-            garbage
-        )),
+        status_from([127, 0, 0, 6], &server, &reconnect("s2"), garbage),
         401
     );
 
     // Failed keys: two, then the address is locked out, even with the right key.
     let sessions = "GET /api/mcp/sessions HTTP/1.1\r\nAuthorization: Bearer wrong-key-0123456789";
-    assert_eq!(
-        status_of(&http_from([127, 0, 0, 7], &server, sessions, "")),
-        401
-    );
-    assert_eq!(
-        status_of(&http_from([127, 0, 0, 7], &server, sessions, "")),
-        401
-    );
-    assert_limited(&http_from([127, 0, 0, 7], &server, sessions, ""));
+    assert_eq!(status_from([127, 0, 0, 7], &server, sessions, ""), 401);
+    assert_eq!(status_from([127, 0, 0, 7], &server, sessions, ""), 401);
+    assert_limited_from([127, 0, 0, 7], &server, sessions, "");
     let right = format!("GET /api/mcp/sessions HTTP/1.1\r\nAuthorization: Bearer {KEY}");
-    assert_limited(&http_from([127, 0, 0, 7], &server, &right, ""));
-    assert_eq!(
-        status_of(&http_from([127, 0, 0, 8], &server, &right, "")),
-        200
-    );
+    assert_limited_from([127, 0, 0, 7], &server, &right, "");
+    assert_eq!(status_from([127, 0, 0, 8], &server, &right, ""), 200);
     // And on the MCP endpoint, the same lock-out.
     let mcp = format!(
         "POST /mcp HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream"
     );
-    assert_limited(&http_from([127, 0, 0, 7], &server, &mcp, "{}"));
+    assert_limited_from([127, 0, 0, 7], &server, &mcp, "{}");
 
     // Per key: session creations, token mints, tickets (s1 took one creation and one mint).
     for i in 0..3 {
@@ -587,45 +584,20 @@ async fn forwarded_addresses_only_from_trusted_proxies() {
     };
     // Through the trusted proxy, two clients have a budget each; a forged left-most entry is skipped.
     assert_eq!(
-        status_of(&http_from(
-            [127, 0, 0, 9],
-            &server,
-            &via("10.0.0.1"),
-            garbage
-        )),
+        status_from([127, 0, 0, 9], &server, &via("10.0.0.1"), garbage),
         401
     );
-    assert_limited(&http_from(
-        [127, 0, 0, 9],
-        &server,
-        &via("6.6.6.6, 10.0.0.1"),
-        garbage,
-    ));
+    assert_limited_from([127, 0, 0, 9], &server, &via("6.6.6.6, 10.0.0.1"), garbage);
     assert_eq!(
-        status_of(&http_from(
-            [127, 0, 0, 9],
-            &server,
-            &via("10.0.0.2"),
-            garbage
-        )),
+        status_from([127, 0, 0, 9], &server, &via("10.0.0.2"), garbage),
         401
     );
     // From an untrusted peer the header means nothing: its own address is limited.
     assert_eq!(
-        status_of(&http_from(
-            [127, 0, 0, 10],
-            &server,
-            &via("10.0.0.3"),
-            garbage
-        )),
+        status_from([127, 0, 0, 10], &server, &via("10.0.0.3"), garbage),
         401
     );
-    assert_limited(&http_from(
-        [127, 0, 0, 10],
-        &server,
-        &via("10.0.0.4"),
-        garbage,
-    ));
+    assert_limited_from([127, 0, 0, 10], &server, &via("10.0.0.4"), garbage);
     drop(server);
     db.remove().await;
 }

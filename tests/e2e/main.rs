@@ -4,9 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod abuse;
+mod browser;
 mod hardening;
 mod mcp;
 mod mcp_python;
+mod metrics;
+mod openapi;
 mod outage;
 mod support;
 mod ws;

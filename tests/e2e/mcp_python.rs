@@ -17,13 +17,15 @@ use crate::support::{Db, KEY, Server};
 /// How long one script may run before it is killed.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::fs::canonicalize(&root).unwrap_or(root)
 }
 
-/// The venv's python, or `None` (skip) outside CI when there is none.
-fn python() -> Option<PathBuf> {
+/// The python of the venv a `setup` script makes: `TETHER_TEST_PYTHON` if set, else
+/// `${<venv_var>:-<default_venv>}/bin/python`; `None` (skip, loudly) outside CI when there is none,
+/// a failure in CI.
+pub(crate) fn venv_python(venv_var: &str, default_venv: &str, setup: &str) -> Option<PathBuf> {
     if let Some(explicit) = std::env::var_os("TETHER_TEST_PYTHON").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(explicit);
         assert!(
@@ -33,24 +35,33 @@ fn python() -> Option<PathBuf> {
         );
         return Some(path);
     }
-    let venv = std::env::var_os("TETHER_MCP_VENV")
+    let venv = std::env::var_os(venv_var)
         .filter(|p| !p.is_empty())
-        .map_or_else(|| PathBuf::from("target/mcp-venv"), PathBuf::from);
+        .map_or_else(|| PathBuf::from(default_venv), PathBuf::from);
     let path = repo_root().join(venv).join("bin/python");
     if path.is_file() {
         return Some(path);
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "no Python MCP SDK at {}: run tests/mcp_interop/setup.sh (or set TETHER_TEST_PYTHON); \
-         the Python interop tests may not be skipped in CI",
+        "no venv python at {}: run {setup} (or set TETHER_TEST_PYTHON); these tests may not be \
+         skipped in CI",
         path.display()
     );
     eprintln!(
-        "\n*** SKIPPING Python MCP SDK end-to-end test: no {} (run tests/mcp_interop/setup.sh) ***\n",
+        "\n*** SKIPPING a Python-driven end-to-end test: no {} (run {setup}) ***\n",
         path.display()
     );
     None
+}
+
+/// The venv's python, or `None` (skip) outside CI when there is none.
+fn python() -> Option<PathBuf> {
+    venv_python(
+        "TETHER_MCP_VENV",
+        "target/mcp-venv",
+        "tests/mcp_interop/setup.sh",
+    )
 }
 
 /// What a script did: `None` status when it was killed for taking longer than `SCRIPT_TIMEOUT`.
@@ -77,7 +88,7 @@ impl Ran {
     }
 }
 
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+pub(crate) fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = pipe.read_to_end(&mut bytes);

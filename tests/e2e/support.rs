@@ -1,12 +1,14 @@
 //! Starting the real `tether` binary on a random port with a fresh database, and talking to it as a
-//! client would.
+//! client would. Starting, stopping and reading the process are the shared test kit's
+//! (`tether_testkit::launch`, `tether_testkit::procfs`); this adds the settings and the client.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use tether_testkit::launch::{self, Launch};
+use tether_testkit::procfs::{self, Pid};
 
 pub const KEY: &str = "e2e-api-key-0123456789";
 pub const SECRET: &str = "e2e-signing-secret-0123456789-abcdefghij";
@@ -14,15 +16,17 @@ pub const SECRET: &str = "e2e-signing-secret-0123456789-abcdefghij";
 /// A fresh database per test, removed even when the test fails (the shared test kit).
 pub use tether_testkit::TestDb as Db;
 
+/// Longest wait for the exit after SIGTERM.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait for a line in the log ([`Server::wait_for_log`]).
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
 /// A running `tether` process. Killed on drop if still running.
 pub struct Server {
-    /// `None` once `wait` has taken it.
-    child: Option<Child>,
-    pid: u32,
+    process: launch::Server,
     pub base: String,
+    /// Everything it has written to stderr so far (keeps filling).
     pub stderr: Arc<Mutex<String>>,
-    /// Rings whenever the server writes to stderr.
-    log_bell: Arc<tokio::sync::Notify>,
     client: awc::Client,
 }
 
@@ -51,25 +55,14 @@ pub fn env_with(db: &Db, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     env
 }
 
-fn command(env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
-    // Only what the test says: nothing leaks in from the developer's shell.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TETHER_")
-            || k.starts_with("MCP_")
-            || k == "DATABASE_URL"
-            || k == "RUST_LOG"
-        {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    cmd
+/// The binary with only the settings the test gives: nothing leaks in from the developer's shell.
+fn launch(env: &[(String, String)]) -> Launch {
+    Launch::new(env!("CARGO_BIN_EXE_tether")).envs(env.iter().cloned())
 }
 
 /// Runs the binary to completion (for start-up failures).
 pub fn run_to_exit(env: &[(String, String)]) -> (Option<i32>, String) {
-    let out = command(env).output().unwrap();
+    let out = launch(env).command().output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -82,51 +75,17 @@ impl Server {
     }
 
     pub fn start_with(env: &[(String, String)]) -> Self {
-        let mut child = command(env)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr_pipe = child.stderr.take().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let log_bell = Arc::new(tokio::sync::Notify::new());
-        let bell = log_bell.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr_pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-                bell.notify_waiters();
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("tether listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("tether did not start; stderr:\n{}", stderr.lock().unwrap());
-            }
-        };
+        let process = launch(env)
+            .keep_stderr()
+            .start()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = process
+            .stderr_log()
+            .expect("kept: started with keep_stderr");
         Self {
-            pid: child.id(),
-            child: Some(child),
-            base: format!("{url}/api/mcp"),
+            base: format!("{}/api/mcp", process.base_url()),
             stderr,
-            log_bell,
+            process,
             client: awc::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .finish(),
@@ -135,12 +94,7 @@ impl Server {
 
     /// The process's resident memory, in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        procfs::memory_kib(Pid::Of(self.process.pid())).unwrap().rss
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit.
@@ -151,66 +105,35 @@ impl Server {
 
     /// Waits (bounded) until the server's log contains `needle`.
     pub async fn wait_for_log(&self, needle: &str) {
-        let found = async {
-            loop {
-                let bell = self.log_bell.notified();
-                if self.stderr.lock().unwrap().contains(needle) {
-                    return;
-                }
-                bell.await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), found)
-            .await
-            .unwrap_or_else(|_| panic!("{needle:?} never appeared in the server log"));
+        let found = self
+            .process
+            .wait_for_stderr(LOG_WAIT, |log| log.contains(needle))
+            .await;
+        assert!(found, "{needle:?} never appeared in the server log");
     }
 
     /// Waits (bounded by `within`) until the server's log contains `needle` at least `n` times.
     pub async fn wait_for_log_count(&self, needle: &str, n: usize, within: Duration) {
-        let found = async {
-            loop {
-                let bell = self.log_bell.notified();
-                if self.stderr.lock().unwrap().matches(needle).count() >= n {
-                    return;
-                }
-                bell.await;
-            }
-        };
-        tokio::time::timeout(within, found)
-            .await
-            .unwrap_or_else(|_| {
-                let seen = self.stderr.lock().unwrap().matches(needle).count();
-                panic!("{needle:?} appeared {seen} times, not {n}, within {within:?}")
-            });
+        let found = self
+            .process
+            .wait_for_stderr(within, |log| log.matches(needle).count() >= n)
+            .await;
+        if !found {
+            let seen = self.stderr.lock().unwrap().matches(needle).count();
+            panic!("{needle:?} appeared {seen} times, not {n}, within {within:?}");
+        }
     }
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        self.process.sigterm().unwrap();
     }
 
-    /// Waits (bounded) for the process to exit.
+    /// Waits (bounded) for the process to exit; kills it and fails if it does not.
     pub fn wait(mut self) -> ExitStatus {
-        let pid = self.pid;
-        let (tx, rx) = mpsc::channel();
-        // The child moves to a thread that blocks on it; `Drop` has nothing left to kill.
-        let mut child = self.child.take().unwrap();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(status) => status.unwrap(),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                panic!("tether did not stop within 30 s of SIGTERM");
-            }
-        }
+        self.process
+            .wait(STOP_WAIT)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// One request; `auth` adds the API key. Returns the status and the JSON body (Null if none).
@@ -289,10 +212,8 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// A test that is done (or failed) has no use for a graceful stop.
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 }

@@ -271,6 +271,18 @@ async fn idle_and_health_updates_arrive() {
     assert_eq!(data["sessions"][0]["session_id"], "sleepy");
     assert!(data["sessions"][0].get("token_hash").is_none());
     assert!(data["timestamp"].is_string());
+
+    // `?health=summary`: the same update without the list, beside a dashboard that keeps it; a mode
+    // that does not exist is refused before the upgrade.
+    let mut summary = Dash::with_key(&server, "health=summary").await;
+    let short = summary.next_of("health_update").await;
+    assert!(short["data"].get("sessions").is_none(), "{short}");
+    assert_eq!(short["data"]["status_breakdown"], data["status_breakdown"]);
+    let full = dash.next_of("health_update").await;
+    assert_eq!(full["data"]["sessions"][0]["session_id"], "sleepy");
+    let refused = Dash::open(&server, "health=everything", Auth::Key(KEY), None).await;
+    assert_eq!(refused.err(), Some(400));
+    drop(summary);
     drop(dash);
     drop(server);
     db.remove().await;

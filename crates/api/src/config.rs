@@ -29,8 +29,18 @@ pub struct Settings {
     pub mcp: McpSettings,
     /// `[limits]`.
     pub limits: LimitSettings,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
     /// `[log]`.
     pub log: LogSettings,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `/metrics` needs no API key.
+    pub open: bool,
 }
 
 /// `[ws]`.

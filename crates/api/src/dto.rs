@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tether_domain::SessionView;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
@@ -67,67 +68,106 @@ pub async fn require_json<T: DeserializeOwned>(payload: web::Payload) -> Result<
 }
 
 /// `POST /sessions`.
-#[derive(Debug, Deserialize)]
+// The bounds in `schema(...)` are the domain's (`Session::open`, `SessionId::parse`,
+// `Metadata::parse`): they describe, the domain decides.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     /// Kind of client.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub client_type: String,
     /// Client version.
     #[serde(default)]
+    #[schema(max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub client_version: Option<String>,
     /// Client-chosen id; generated when absent.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^(?!\.\.?$)[A-Za-z0-9._:-]+$"
+    )]
     pub session_id: Option<String>,
     /// Who owns the session, when known.
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub principal: Option<String>,
     /// JSON object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
 /// `DELETE /sessions/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Disconnect {
     /// Why; `client_closed` when absent.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^(?!resumed:)[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: Option<String>,
 }
 
 /// `POST /sessions/{id}/reconnect`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reconnect {
     /// The reconnect token.
     pub token: String,
 }
 
+/// The path of the routes under `/sessions/{id}`, for their description (the handlers read the id
+/// as a `web::Path<String>` and parse it themselves).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(
+    dead_code,
+    reason = "described, never built: only its `IntoParams` is used"
+)]
+pub struct SessionPath {
+    /// The session's id: 1-128 characters of `[A-Za-z0-9._:-]`, not `.` or `..`.
+    #[param(schema_with = tether_domain::openapi::session_id_schema)]
+    pub id: String,
+}
+
 /// `GET /sessions` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Filter by state.
+    #[param(schema_with = crate::openapi::status_filter, required = false)]
     pub status: Option<String>,
     /// Page size (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 /// `GET /sessions` response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionList {
     /// The page.
     pub sessions: Vec<SessionView>,
     /// Cursor of the next page, or null.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 /// Token responses.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenIssued {
     /// The session the token belongs to.
+    #[schema(schema_with = tether_domain::openapi::session_id_schema)]
     pub session_id: String,
     /// The reconnect token (the only response that carries it).
     pub reconnect_token: String,
@@ -136,13 +176,16 @@ pub struct TokenIssued {
 }
 
 /// Successful reconnect.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Reconnected {
     /// Always true.
+    #[schema(schema_with = crate::openapi::always_true)]
     pub success: bool,
     /// The session the token belongs to.
+    #[schema(schema_with = tether_domain::openapi::session_id_schema)]
     pub session_id: String,
     /// "Session reconnected".
+    #[schema(schema_with = crate::openapi::reconnected_message)]
     pub message: &'static str,
     /// Count after this reconnect.
     pub reconnect_count: u64,
@@ -153,13 +196,16 @@ pub struct Reconnected {
 }
 
 /// `GET /health`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok` or `degraded`.
+    #[schema(schema_with = crate::openapi::health_status)]
     pub status: &'static str,
     /// `ok` or `unavailable`.
+    #[schema(schema_with = crate::openapi::health_database)]
     pub database: &'static str,
     /// `sqlite` or `postgres`.
+    #[schema(schema_with = crate::openapi::health_backend)]
     pub backend: &'static str,
     /// Version of the binary.
     pub version: &'static str,
@@ -168,7 +214,7 @@ pub struct Health {
 }
 
 /// `POST /ws/ticket`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WsTicket {
     /// Single-use ticket for `?ticket=`.
     pub ticket: String,
@@ -176,7 +222,8 @@ pub struct WsTicket {
     pub expires_in_seconds: u64,
 }
 
-/// The query of `GET /ws/sessions` (other parameters, such as `since`, are read by the hub).
+/// The query of `GET /ws/sessions` (the others, `since` and `health`, are read by the hub's
+/// `connect_options`).
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     /// A ticket from `POST /ws/ticket`.

@@ -8,6 +8,9 @@ mod error;
 mod limits;
 mod logging;
 mod mcp;
+mod metrics;
+mod openapi;
+mod page;
 mod ratelimit;
 mod routes;
 mod startup;
@@ -38,9 +41,16 @@ async fn main() -> ExitCode {
     // Printed, not logged: the generated key must reach the operator once and never a log store.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "tether listening on http://{}", app.addr());
+    let _ = writeln!(
+        out,
+        "  dashboard: http://{}/ (paste the API key)",
+        app.addr()
+    );
     let _ = writeln!(out, "  API:    {base}/sessions");
     let _ = writeln!(out, "  health: {base}/health");
     let _ = writeln!(out, "  MCP:    http://{}/mcp", app.addr());
+    let _ = writeln!(out, "  metrics: http://{}/metrics (API key)", app.addr());
+    let _ = writeln!(out, "  API docs: {base}/docs");
     if let Some(key) = app.generated_api_key() {
         let _ = writeln!(
             out,

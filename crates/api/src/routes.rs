@@ -9,6 +9,7 @@ use tether_domain::{
 
 use crate::dto::{self, SessionList};
 use crate::error::ApiError;
+use crate::openapi as doc;
 use crate::state::{AppState, Authorized};
 
 /// Default page size of `GET /sessions`.
@@ -38,19 +39,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/sessions/{id}/reconnect", "POST").route(web::post().to(reconnect)))
             .service(resource("/ws/ticket", "POST").route(web::post().to(ws_ticket)))
-            .service(resource("/ws/sessions", "GET").route(web::get().to(ws_sessions))),
+            .service(resource("/ws/sessions", "GET").route(web::get().to(ws_sessions)))
+            .configure(crate::openapi::configure),
     );
+    // At the root, where Prometheus looks by default.
+    cfg.service(resource("/metrics", "GET, HEAD").route(read().to(crate::metrics::scrape)));
 }
 
 /// A path whose other methods answer 405 naming the `allow`ed ones.
-fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move || async move {
         Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow))
     }))
 }
 
 /// `GET`, and `HEAD` (actix sends the head without the body).
-fn read() -> actix_web::Route {
+pub(crate) fn read() -> actix_web::Route {
     web::route().guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
 }
 
@@ -65,6 +69,17 @@ fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     Ok(SessionId::parse(raw)?)
 }
 
+/// Whether the service and its database are up.
+#[utoipa::path(
+    get,
+    path = "/api/mcp/health",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "Up; the database answers.", body = dto::Health),
+        (status = 503, description = "The database does not answer: `status` is `degraded`.", body = dto::Health),
+    )
+)]
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     let backend = match state.db.backend() {
         tether_persistence::Backend::Sqlite => "sqlite",
@@ -90,6 +105,24 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     })
 }
 
+/// Opens a session (its id is generated when the body gives none).
+#[utoipa::path(
+    post,
+    path = "/api/mcp/sessions",
+    tag = "sessions",
+    request_body = dto::CreateSession,
+    responses(
+        (status = 201, description = "The session, opened.", body = SessionView),
+        (status = 400, response = doc::InvalidRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 409, response = doc::SessionExists),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::InternalError),
+        (status = 503, response = doc::DatabaseUnavailable),
+    )
+)]
 async fn create(_: Authorized, state: web::Data<AppState>, body: web::Payload) -> Reply {
     state.limits.session().map_err(ApiError::limited)?;
     let body: dto::CreateSession = dto::require_json(body).await?;
@@ -114,6 +147,21 @@ async fn create(_: Authorized, state: web::Data<AppState>, body: web::Payload) -
     Ok(HttpResponse::Created().json(SessionView::from(&session)))
 }
 
+/// Lists sessions, newest activity first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/mcp/sessions",
+    tag = "sessions",
+    params(dto::ListParams),
+    responses(
+        (status = 200, description = "A page; `next_cursor` is null on the last.", body = SessionList),
+        (status = 400, response = doc::InvalidRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::InternalError),
+        (status = 503, response = doc::DatabaseUnavailable),
+    )
+)]
 async fn list(
     _: Authorized,
     state: web::Data<AppState>,
@@ -146,16 +194,69 @@ async fn list(
     }))
 }
 
+/// Reads a session.
+#[utoipa::path(
+    get,
+    path = "/api/mcp/sessions/{id}",
+    tag = "sessions",
+    params(dto::SessionPath),
+    responses(
+        (status = 200, description = "The session.", body = SessionView),
+        (status = 400, response = doc::InvalidRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::SessionNotFound),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::InternalError),
+        (status = 503, response = doc::DatabaseUnavailable),
+    )
+)]
 async fn get(_: Authorized, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     let session = state.manager.get(&session_id(&id)?).await?;
     Ok(HttpResponse::Ok().json(SessionView::from(&session)))
 }
 
+/// A heartbeat: records activity (an idle session becomes active).
+#[utoipa::path(
+    post,
+    path = "/api/mcp/sessions/{id}/activity",
+    tag = "sessions",
+    params(dto::SessionPath),
+    responses(
+        (status = 200, description = "The session after the heartbeat.", body = SessionView),
+        (status = 400, response = doc::InvalidRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::SessionNotFound),
+        (status = 409, response = doc::AlreadyDisconnected),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::InternalError),
+        (status = 503, response = doc::DatabaseUnavailable),
+    )
+)]
 async fn activity(_: Authorized, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     let session = state.manager.touch(&session_id(&id)?).await?;
     Ok(HttpResponse::Ok().json(SessionView::from(&session)))
 }
 
+/// Ends a session (`reason` defaults to `client_closed`; the prefix `resumed:` is reserved).
+#[utoipa::path(
+    delete,
+    path = "/api/mcp/sessions/{id}",
+    tag = "sessions",
+    params(dto::SessionPath),
+    request_body(content = Option<dto::Disconnect>, description = "Optional: an empty body ends the session as `client_closed`."),
+    responses(
+        (status = 200, description = "The ended session.", body = SessionView),
+        (status = 400, response = doc::InvalidRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::SessionNotFound),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 409, response = doc::AlreadyDisconnected),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::InternalError),
+        (status = 503, response = doc::DatabaseUnavailable),
+    )
+)]
 async fn disconnect(
     _: Authorized,
     state: web::Data<AppState>,
@@ -172,6 +273,22 @@ async fn disconnect(
     Ok(HttpResponse::Ok().json(SessionView::from(&session)))
 }
 
+/// Mints a reconnect token for the session, replacing any earlier one (`GET` and `POST` alike).
+#[utoipa::path(
+    method(get, post),
+    path = "/api/mcp/sessions/{id}/token",
+    tag = "sessions",
+    params(dto::SessionPath),
+    responses(
+        (status = 200, description = "The token; the only answer besides a reconnect's that carries one.", body = dto::TokenIssued),
+        (status = 400, response = doc::NotActive),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::SessionNotFound),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::InternalError),
+        (status = 503, response = doc::DatabaseUnavailable),
+    )
+)]
 async fn token(_: Authorized, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     let id = session_id(&id)?;
     state.limits.token().map_err(ApiError::limited)?;
@@ -188,6 +305,30 @@ async fn token(_: Authorized, state: web::Data<AppState>, id: web::Path<String>)
 }
 
 /// No API key: the reconnect token is the credential.
+#[utoipa::path(
+    post,
+    path = "/api/mcp/sessions/{id}/reconnect",
+    tag = "reconnect",
+    summary = "Resumes a session with its single-use reconnect token.",
+    description = "Consumes the token and answers the next one. Presenting a consumed token again \
+                   revokes the session's live token too (`token_reused`). An id no session can \
+                   have is `session_not_found`, like an unknown one.",
+    security(()),
+    params(dto::SessionPath),
+    request_body = dto::Reconnect,
+    responses(
+        (status = 200, description = "Resumed; `reconnect_token` replaces the one presented.", body = dto::Reconnected),
+        (status = 400, response = doc::InvalidRequest),
+        (status = 401, response = doc::ReconnectRefused),
+        (status = 404, response = doc::SessionNotFound),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 409, response = doc::AlreadyDisconnected),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::InternalError),
+        (status = 503, response = doc::DatabaseUnavailable),
+    )
+)]
 async fn reconnect(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -195,22 +336,26 @@ async fn reconnect(
     body: web::Payload,
 ) -> Reply {
     // Before anything else: a flood of garbage reconnects costs one limiter check each.
+    // Refusals made here, before the manager, are counted with its outcomes.
+    let limited = |e| {
+        state.metrics.reconnect_refused(ResultCode::RateLimited);
+        ApiError::limited(e)
+    };
     state
         .limits
         .reconnect_from(state.limits.client(&req))
-        .map_err(ApiError::limited)?;
+        .map_err(limited)?;
     // No session can have a malformed id: that is `session_not_found`, like any unknown id.
-    let id = SessionId::parse(&id)
-        .map_err(|_| ApiError::ReconnectFailed(ResultCode::SessionNotFound))?;
+    let id = SessionId::parse(&id).map_err(|_| {
+        state.metrics.reconnect_refused(ResultCode::SessionNotFound);
+        ApiError::ReconnectFailed(ResultCode::SessionNotFound)
+    })?;
     let body: dto::Reconnect = dto::require_json(body).await?;
     let presented = state
         .manager
         .check_token(&id, &body.token)
         .map_err(ApiError::reconnect)?;
-    state
-        .limits
-        .reconnect_of(id.as_str())
-        .map_err(ApiError::limited)?;
+    state.limits.reconnect_of(id.as_str()).map_err(limited)?;
     let done = state
         .manager
         .reconnect_checked(&id, presented)
@@ -230,6 +375,17 @@ async fn reconnect(
 }
 
 /// A single-use ticket that lets a browser (which cannot set headers on a WebSocket) open the stream.
+#[utoipa::path(
+    post,
+    path = "/api/mcp/ws/ticket",
+    tag = "monitoring",
+    responses(
+        (status = 200, description = "The ticket, for `GET /ws/sessions?ticket=`.", body = dto::WsTicket),
+        (status = 401, response = doc::Unauthorized),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::InternalError),
+    )
+)]
 async fn ws_ticket(_: Authorized, state: web::Data<AppState>) -> Reply {
     state.limits.ticket().map_err(ApiError::limited)?;
     let ticket = state.tickets.mint().map_err(|e| match e {
@@ -249,6 +405,31 @@ async fn ws_ticket(_: Authorized, state: web::Data<AppState>) -> Reply {
 
 /// The dashboard stream. Everything is checked before the upgrade, so a refusal is a plain 401/403
 /// and never a 101: the Origin (browsers), then the API key or a ticket.
+#[utoipa::path(
+    get,
+    path = "/api/mcp/ws/sessions",
+    tag = "monitoring",
+    summary = "The dashboards' live stream (a WebSocket upgrade).",
+    description = "A WebSocket handshake (`Upgrade: websocket`); a plain request is refused with \
+                   400. Every message is one JSON object: `type`, `seq`, `timestamp`, `data` (and \
+                   `session_id` for session events). With `since` (or `Last-Event-ID`) the \
+                   stream first replays the retained events after that `seq`, then sends \
+                   `resumed`. A browser's `Origin` must be in `ws.allowed_origins`.",
+    security(("api_key" = []), ("ticket" = [])),
+    params(
+        ("since" = Option<u64>, Query, description = "Resume after this `seq`."),
+        ("Last-Event-ID" = Option<u64>, Header, description = "As `since`, when `since` is absent."),
+        ("health" = Option<String>, Query, description = "`full` (the default: `health_update` lists \
+            the newest sessions) or `summary` (counts only); anything else is refused with 400."),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols: the stream."),
+        (status = 400, response = doc::InvalidRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::OriginNotAllowed),
+        (status = 429, response = doc::RateLimited),
+    )
+)]
 async fn ws_sessions(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Reply {
     if !tether_realtime::origin_allowed(&req, &state.allowed_origins) {
         return Err(ApiError::OriginNotAllowed);
@@ -257,8 +438,8 @@ async fn ws_sessions(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     // handshake or resume point must leave the ticket redeemable.
     actix_http::ws::verify_handshake(req.head())
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade request: {e}")))?;
-    let since =
-        tether_realtime::resume_point(&req).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let options =
+        tether_realtime::connect_options(&req).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = state.limits.client(&req);
     state.limits.ws_connect(client).map_err(ApiError::limited)?;
     let ticket = web::Query::<dto::WsQuery>::from_query(req.query_string())
@@ -285,7 +466,7 @@ async fn ws_sessions(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     }
     state
         .hub
-        .connect(&req, body, since)
+        .connect_with(&req, body, options)
         .await
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))
 }

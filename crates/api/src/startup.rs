@@ -20,6 +20,7 @@ use crate::drain::InFlight;
 use crate::error::{ApiError, Penalty};
 use crate::limits::ConnectionCap;
 use crate::mcp::McpEndpoint;
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::routes;
 use crate::state::{ApiKey, AppState};
@@ -131,6 +132,11 @@ impl Application {
     /// # Errors
     /// [`StartError`] with the reason, for one line on stderr.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        // Session counts are reused for as long as a dashboard's summary is.
+        let metrics = Arc::new(Metrics::new(
+            settings.metrics.open,
+            Duration::from_millis(settings.ws.health_interval_ms),
+        ));
         let db = Database::connect(
             &settings.database.url,
             Options {
@@ -138,7 +144,8 @@ impl Application {
                 timeout: Duration::from_millis(settings.database.timeout_ms),
             },
         )
-        .await?;
+        .await?
+        .with_call_observer(metrics.call_observer());
 
         let lifetime = settings.token_lifetime();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -178,7 +185,9 @@ impl Application {
             clock.clone(),
             policy,
         )
-        .map_err(config_error)?;
+        .map_err(config_error)?
+        .with_observer(metrics.observer());
+        metrics.watch(hub.clone(), db.clone());
 
         let (api_key, generated_api_key) = if settings.auth.api_key.is_empty() {
             let key = random_hex(24)?;
@@ -223,6 +232,7 @@ impl Application {
             allowed_origins: origins,
             limits: limits.clone(),
             ticket_ttl: Duration::from_secs(settings.ws.ticket_ttl_secs),
+            metrics: metrics.clone(),
         });
 
         let inflight = InFlight::default();
@@ -235,6 +245,7 @@ impl Application {
         };
         let server = HttpServer::new(move || {
             let counted = counted.clone();
+            let metrics = metrics.clone();
             App::new()
                 .app_data(state.clone())
                 .app_data(web::QueryConfig::default().error_handler(|e, _| {
@@ -242,6 +253,7 @@ impl Application {
                 }))
                 .wrap_fn(move |mut req, srv| {
                     let in_flight = counted.enter();
+                    let metrics = metrics.clone();
                     crate::limits::body_deadline(
                         &mut req,
                         tokio::time::Instant::now() + body_timeout,
@@ -251,34 +263,52 @@ impl Application {
                     // The path only: the query string may carry a WebSocket ticket.
                     let path = req.path().to_owned();
                     tracing::debug!(%method, %path, "request started");
+                    // The route's pattern, never the raw path (one series per session id). Read
+                    // from the app's resource map, so it is known for an error answer too.
+                    let route = req.match_pattern();
                     let fut = srv.call(req);
                     async move {
                         let res = fut.await;
                         drop(in_flight);
-                        let mut res = res?;
+                        // An error a service returns instead of a response (an extractor's or a
+                        // scope's refusal, e.g. /mcp's 401) is answered with the response it
+                        // renders to, given the same headers, log line and metrics as any other.
+                        let mut answer = match res {
+                            Ok(res) => Answer::Response(res),
+                            Err(e) => Answer::Error(e.error_response(), e),
+                        };
                         // A refusal of an address over its budget waits first: the in-flight
                         // guard is gone, so shutdown never waits for it.
-                        let penalty = res.response().extensions().get::<Penalty>().map(|p| p.0);
+                        let penalty = answer.response().extensions().get::<Penalty>().map(|p| p.0);
                         if let Some(p) = penalty {
                             tokio::time::sleep(p).await;
                         }
                         // Responses carry tokens, tickets and session data: never cached, never
                         // sniffed into another type.
-                        let headers = res.headers_mut();
+                        let headers = answer.headers_mut();
                         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
                         headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                        let status = answer.response().status();
+                        let elapsed = started.elapsed();
+                        metrics.request(&method, route, status, elapsed);
                         tracing::info!(
                             %method,
                             %path,
-                            status = res.status().as_u16(),
-                            micros = started.elapsed().as_micros() as u64,
+                            status = status.as_u16(),
+                            micros = elapsed.as_micros() as u64,
                             "request"
                         );
-                        Ok(res)
+                        match answer {
+                            Answer::Response(res) => Ok(res),
+                            Answer::Error(resp, e) => {
+                                Err(actix_web::error::InternalError::from_response(e, resp).into())
+                            }
+                        }
                     }
                 })
                 .service(mcp.clone().scope())
                 .configure(routes::configure)
+                .configure(crate::page::configure)
                 .default_service(web::to(routes::not_found))
         })
         // Before `listen`: actix takes the hook when it builds the listener's service.
@@ -414,6 +444,28 @@ async fn sweep_forever(
             Err(e) => {
                 tracing::warn!(error = %tether_domain::error_chain(&e), "outbox pruning failed; retrying next tick");
             }
+        }
+    }
+}
+
+/// What a request came to: a response, or the response an error renders to.
+enum Answer {
+    Response(actix_web::dev::ServiceResponse),
+    Error(actix_web::HttpResponse, actix_web::Error),
+}
+
+impl Answer {
+    fn response(&self) -> &actix_web::HttpResponse {
+        match self {
+            Self::Response(r) => r.response(),
+            Self::Error(r, _) => r,
+        }
+    }
+
+    fn headers_mut(&mut self) -> &mut actix_web::http::header::HeaderMap {
+        match self {
+            Self::Response(r) => r.headers_mut(),
+            Self::Error(r, _) => r.headers_mut(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct AppState {
     pub limits: RateLimits,
     /// Lifetime of a WebSocket ticket.
     pub ticket_ttl: std::time::Duration,
+    /// What `/metrics` reports.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The management API key; its `Debug` is redacted.

@@ -1,20 +1,12 @@
-//! Command-line flags, parsed by hand (one binary, a dozen flags: no parser crate needed).
+//! Command-line flags, parsed by hand with the shared helpers (`tether_bench::flags`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::BoxError;
+use tether_bench::backend::Backends;
+use tether_bench::flags::{self, Flags, within};
 
-/// Which database backends to measure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backends {
-    /// SQLite only.
-    Sqlite,
-    /// PostgreSQL only.
-    Postgres,
-    /// Both, SQLite first.
-    Both,
-}
+use crate::BoxError;
 
 /// Everything the run needs to know.
 #[derive(Clone, Debug)]
@@ -74,29 +66,6 @@ USAGE: tether-bench [FLAGS]
   -h, --help                 this text
 ";
 
-fn default_tether() -> PathBuf {
-    // `make bench` runs target/release/tether-bench; the server is built into the same directory.
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("tether")))
-        .unwrap_or_else(|| PathBuf::from("target/release/tether"))
-}
-
-fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, BoxError> {
-    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
-    value
-        .parse()
-        .map_err(|_| format!("{flag}: {value:?} is not a valid number").into())
-}
-
-fn seconds(flag: &str, value: Option<String>) -> Result<Duration, BoxError> {
-    let secs: f64 = number(flag, value)?;
-    if !(0.0..=600.0).contains(&secs) {
-        return Err(format!("{flag}: must be between 0 and 600 seconds").into());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 impl Args {
     /// Parses the process arguments. `Ok(None)` means help was asked for (and printed).
     ///
@@ -104,7 +73,7 @@ impl Args {
     /// A message naming the bad flag.
     pub fn parse() -> Result<Option<Self>, BoxError> {
         let mut args = Self {
-            tether: default_tether(),
+            tether: flags::default_tether(),
             backends: Backends::Both,
             concurrency: 32,
             sessions_per_worker: 4,
@@ -119,66 +88,40 @@ impl Args {
             flood_connections: 64,
             no_server: false,
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
+        let mut it = Flags::from_env();
+        while let Some(flag) = it.next_flag() {
             match flag.as_str() {
                 "-h" | "--help" => {
                     print!("{USAGE}");
                     return Ok(None);
                 }
-                "--tether" => {
-                    args.tether = PathBuf::from(it.next().ok_or("--tether needs a path")?);
-                }
-                "--backend" => {
-                    args.backends = match it.next().as_deref() {
-                        Some("sqlite") => Backends::Sqlite,
-                        Some("postgres") => Backends::Postgres,
-                        Some("both") => Backends::Both,
-                        other => {
-                            return Err(format!(
-                                "--backend: {other:?} is not sqlite, postgres or both"
-                            )
-                            .into());
-                        }
-                    };
-                }
-                "--concurrency" => args.concurrency = number(&flag, it.next())?,
-                "--sessions-per-worker" => args.sessions_per_worker = number(&flag, it.next())?,
-                "--pool" => args.pool = number(&flag, it.next())?,
-                "--duration" => args.duration = seconds(&flag, it.next())?,
-                "--warmup" => args.warmup = seconds(&flag, it.next())?,
-                "--rate" => args.rate = number(&flag, it.next())?,
-                "--rate-duration" => args.rate_duration = seconds(&flag, it.next())?,
-                "--sessions" => args.sessions = number(&flag, it.next())?,
-                "--flood" => args.flood = number(&flag, it.next())?,
-                "--flood-addresses" => args.flood_addresses = number(&flag, it.next())?,
-                "--flood-connections" => args.flood_connections = number(&flag, it.next())?,
+                "--tether" => args.tether = it.path(&flag)?,
+                "--backend" => args.backends = it.backends()?,
+                "--concurrency" => args.concurrency = it.number(&flag)?,
+                "--sessions-per-worker" => args.sessions_per_worker = it.number(&flag)?,
+                "--pool" => args.pool = it.number(&flag)?,
+                "--duration" => args.duration = it.seconds(&flag)?,
+                "--warmup" => args.warmup = it.seconds(&flag)?,
+                "--rate" => args.rate = it.number(&flag)?,
+                "--rate-duration" => args.rate_duration = it.seconds(&flag)?,
+                "--sessions" => args.sessions = it.number(&flag)?,
+                "--flood" => args.flood = it.number(&flag)?,
+                "--flood-addresses" => args.flood_addresses = it.number(&flag)?,
+                "--flood-connections" => args.flood_connections = it.number(&flag)?,
                 "--no-server" => args.no_server = true,
-                other => return Err(format!("unknown flag {other:?} (see --help)").into()),
+                other => return Err(flags::unknown(other)),
             }
         }
         // Bounds that keep one run short and its memory small on a 2-core machine.
-        if !(1..=512).contains(&args.concurrency) {
-            return Err("--concurrency must be 1..=512".into());
-        }
-        if !(1..=64).contains(&args.sessions_per_worker) {
-            return Err("--sessions-per-worker must be 1..=64".into());
-        }
-        if !(1..=256).contains(&args.pool) {
-            return Err("--pool must be 1..=256".into());
-        }
-        if !(1..=100_000).contains(&args.rate) {
-            return Err("--rate must be 1..=100000".into());
-        }
+        within("--concurrency", args.concurrency, 1..=512)?;
+        within("--sessions-per-worker", args.sessions_per_worker, 1..=64)?;
+        within("--pool", args.pool, 1..=256)?;
+        within("--rate", args.rate, 1..=100_000)?;
         if args.sessions > 1_000_000 {
             return Err("--sessions must be at most 1000000".into());
         }
-        if !(1..=250).contains(&args.flood_addresses) {
-            return Err("--flood-addresses must be 1..=250".into());
-        }
-        if !(1..=1024).contains(&args.flood_connections) {
-            return Err("--flood-connections must be 1..=1024".into());
-        }
+        within("--flood-addresses", args.flood_addresses, 1..=250)?;
+        within("--flood-connections", args.flood_connections, 1..=1024)?;
         if args.duration.is_zero() {
             return Err("--duration must be above 0".into());
         }

@@ -1,5 +1,6 @@
 //! A fresh database per backend: an SQLite file in a temporary directory, or a PostgreSQL database
-//! created for the run and dropped after it.
+//! created for the run and dropped after it; and the run over the chosen backends that `tether-bench`
+//! and `tether-bench-mcp` share ([`each_backend`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +40,93 @@ impl Kind {
     }
 }
 
+/// Which database backends to measure (`--backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backends {
+    /// SQLite only.
+    Sqlite,
+    /// PostgreSQL only.
+    Postgres,
+    /// Both, SQLite first.
+    Both,
+}
+
+impl Backends {
+    /// `sqlite`, `postgres` or `both`.
+    ///
+    /// # Errors
+    /// Anything else, or nothing.
+    pub fn parse(value: Option<&str>) -> Result<Self, BoxError> {
+        match value {
+            Some("sqlite") => Ok(Self::Sqlite),
+            Some("postgres") => Ok(Self::Postgres),
+            Some("both") => Ok(Self::Both),
+            other => Err(format!("--backend: {other:?} is not sqlite, postgres or both").into()),
+        }
+    }
+
+    /// The backends, in the order they are measured.
+    pub fn kinds(self) -> &'static [Kind] {
+        match self {
+            Self::Sqlite => &[Kind::Sqlite],
+            Self::Postgres => &[Kind::Postgres],
+            Self::Both => &[Kind::Sqlite, Kind::Postgres],
+        }
+    }
+}
+
+/// What a bench measured on one backend, as far as [`each_backend`] fills it in.
+pub trait BackendReport {
+    /// Nothing measured yet on `kind`.
+    fn new(kind: Kind) -> Self;
+    /// The backend was not measured at all, and why.
+    fn skip(&mut self, why: String);
+    /// The error that cut the measurement short.
+    fn fail(&mut self, error: String);
+}
+
+/// Measures each of `backends` in turn, each on a database made for it and removed afterwards; the
+/// PostgreSQL backend is skipped loudly without an admin URL in [`POSTGRES_ENV`]. `heading` goes
+/// before the backend's name in the progress line (`== {heading}SQLite ==`). A failure is written to
+/// the backend's report and the next backend still runs.
+pub fn each_backend<R: BackendReport>(
+    rt: &tokio::runtime::Runtime,
+    backends: Backends,
+    heading: &str,
+    mut measure: impl FnMut(&Fresh, &mut R) -> Result<(), BoxError>,
+) -> Vec<R> {
+    let admin_url = std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty());
+    let mut reports = Vec::new();
+    for &kind in backends.kinds() {
+        let mut report = R::new(kind);
+        if kind == Kind::Postgres && admin_url.is_none() {
+            eprintln!(
+                "\n!!!!!!!! {POSTGRES_ENV} is not set: SKIPPING the PostgreSQL backend !!!!!!!!\n\
+                 !!!!!!!! set it to an admin URL, e.g. postgres://postgres@127.0.0.1:5432/test \
+                 !!!!!!!!\n"
+            );
+            report.skip(format!("{POSTGRES_ENV} unset"));
+            reports.push(report);
+            continue;
+        }
+        eprintln!("== {heading}{} ==", kind.label());
+        match rt.block_on(Fresh::create(kind, admin_url.as_deref())) {
+            Ok(fresh) => {
+                if let Err(e) = measure(&fresh, &mut report) {
+                    eprintln!("  failed: {e}");
+                    report.fail(e.to_string());
+                }
+                if let Err(e) = rt.block_on(fresh.destroy()) {
+                    eprintln!("  could not remove the bench database: {e}");
+                }
+            }
+            Err(e) => report.fail(format!("cannot create the database: {e}")),
+        }
+        reports.push(report);
+    }
+    reports
+}
+
 /// A database made for this run.
 pub struct Fresh {
     /// Its URL (may hold a password: never printed).
@@ -49,7 +137,8 @@ pub struct Fresh {
     postgres: Option<(String, String)>,
 }
 
-fn run_tag() -> String {
+/// `<pid>_<unix seconds>`: unique per run, valid in a PostgreSQL database name.
+pub fn run_tag() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

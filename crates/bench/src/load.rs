@@ -15,8 +15,7 @@ use serde_json::Value;
 
 use crate::stats::{Latencies, Run, Summary};
 
-/// Per-request timeout: far above any healthy latency, short enough to keep a run bounded.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+use tether_bench::http::REQUEST_TIMEOUT;
 
 /// The HTTP client and what every request needs.
 pub struct Ctx {
@@ -28,17 +27,8 @@ pub struct Ctx {
 impl Ctx {
     /// A client for `base_url` (`http://127.0.0.1:PORT`) holding up to `connections` connections.
     pub fn new(base_url: &str, key: &str, connections: usize) -> Self {
-        let connector = awc::Connector::new()
-            .limit(connections)
-            // Below actix-web's 5 s server keep-alive, so the client never reuses a connection the
-            // server is closing between two phases.
-            .conn_keep_alive(Duration::from_secs(3));
         Self {
-            client: awc::Client::builder()
-                .connector(connector)
-                .timeout(REQUEST_TIMEOUT)
-                .disable_redirects()
-                .finish(),
+            client: tether_bench::http::client(connections),
             api: format!("{base_url}/api/mcp"),
             key: key.to_owned(),
         }

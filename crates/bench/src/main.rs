@@ -17,13 +17,14 @@ mod stats;
 
 use std::rc::Rc;
 
-// The server launcher and the fresh databases live in the library, shared with `tether-bench-mcp`.
-use tether_bench::{backend, server};
+// The server launcher, the fresh databases and the run over the backends live in the library,
+// shared with `tether-bench-mcp`.
+use tether_bench::backend::{self, Fresh, seed_direct, seeded_id};
+use tether_bench::server::{self, Launch};
+use tether_testkit::procfs::{self, Pid};
 
-use args::{Args, Backends};
-use backend::{Fresh, Kind, POSTGRES_ENV, seed_direct, seeded_id};
+use args::Args;
 use report::Report;
-use server::{Launch, Server};
 
 /// Errors of the bench: anything, with a message.
 pub use tether_bench::BoxError;
@@ -37,45 +38,20 @@ fn main() -> Result<(), BoxError> {
     let Some(mut args) = Args::parse()? else {
         return Ok(());
     };
-    if !args.no_server && !args.tether.is_file() {
-        return Err(format!(
-            "no tether binary at {} (build it with `cargo build --release -p tether-api`, or \
-             pass --tether PATH, or --no-server for the bare statement only)",
-            args.tether.display()
-        )
-        .into());
-    }
     if !args.no_server {
-        // The server runs in a temporary directory: a relative path would resolve from there.
-        args.tether = std::fs::canonicalize(&args.tether)?;
+        args.tether = tether_bench::flags::tether_binary(
+            &args.tether,
+            ", or --no-server for the bare statement only",
+        )?;
     }
     // Two threads: the machine has two cores, and the bare statement's workers only wait on I/O.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let kinds: &[Kind] = match args.backends {
-        Backends::Sqlite => &[Kind::Sqlite],
-        Backends::Postgres => &[Kind::Postgres],
-        Backends::Both => &[Kind::Sqlite, Kind::Postgres],
-    };
-    let admin_url = std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty());
-    let mut reports = Vec::new();
-    for &kind in kinds {
-        if kind == Kind::Postgres && admin_url.is_none() {
-            eprintln!(
-                "\n!!!!!!!! {POSTGRES_ENV} is not set: SKIPPING the PostgreSQL backend !!!!!!!!\n\
-                 !!!!!!!! set it to an admin URL, e.g. postgres://postgres@127.0.0.1:5432/test \
-                 !!!!!!!!\n"
-            );
-            let mut r = Report::new(kind);
-            r.skipped = Some(format!("{POSTGRES_ENV} unset"));
-            reports.push(r);
-            continue;
-        }
-        eprintln!("== {} ==", kind.label());
-        reports.push(measure(&rt, &args, kind, admin_url.as_deref()));
-    }
+    let reports = backend::each_backend(&rt, args.backends, "", |fresh, report: &mut Report| {
+        measure_on(&rt, &args, fresh, report)
+    });
 
     println!(
         "{} workers × {} sessions each, pool {}, saturation {:.0} s after {:.0} s warm-up, open \
@@ -99,26 +75,7 @@ fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Everything on one backend, on a database created for it and removed afterwards.
-fn measure(rt: &tokio::runtime::Runtime, args: &Args, kind: Kind, admin: Option<&str>) -> Report {
-    let mut report = Report::new(kind);
-    let fresh = match rt.block_on(Fresh::create(kind, admin)) {
-        Ok(f) => f,
-        Err(e) => {
-            report.error = Some(format!("cannot create the database: {e}"));
-            return report;
-        }
-    };
-    if let Err(e) = measure_on(rt, args, &fresh, &mut report) {
-        eprintln!("  failed: {e}");
-        report.error = Some(e.to_string());
-    }
-    if let Err(e) = rt.block_on(fresh.destroy()) {
-        eprintln!("  could not remove the bench database: {e}");
-    }
-    report
-}
-
+/// Everything on one backend, on the database [`backend::each_backend`] created for it.
 fn measure_on(
     rt: &tokio::runtime::Runtime,
     args: &Args,
@@ -150,6 +107,15 @@ fn measure_on(
     Ok(())
 }
 
+/// The server for this backend: shipped limits for the flood, none for the path measurements.
+fn launch<'a>(args: &'a Args, fresh: &'a Fresh, shipped_limits: bool) -> Launch<'a> {
+    Launch {
+        pool: Some(args.pool),
+        shipped_limits,
+        ..Launch::new(&args.tether, &fresh.workdir, &fresh.url, API_KEY, SECRET)
+    }
+}
+
 /// Starts the server, runs the HTTP phases, and stops it whatever happened.
 fn http_phases(
     args: &Args,
@@ -157,23 +123,16 @@ fn http_phases(
     sessions: usize,
     report: &mut Report,
 ) -> Result<(), BoxError> {
-    let ticks = server::clock_ticks();
-    let server = Server::start(&Launch {
-        exe: &args.tether,
-        workdir: &fresh.workdir,
-        database_url: &fresh.url,
-        api_key: API_KEY,
-        secret: SECRET,
-        pool: args.pool,
-        shipped_limits: false,
-    })?;
-    eprintln!("  tether pid {} at {}", server.pid(), server.base_url);
-    report.rss_start = Some(server.memory_kib()?.0);
+    let ticks = procfs::clock_ticks();
+    let server = launch(args, fresh, false).start()?;
+    let pid = Pid::Of(server.pid());
+    eprintln!("  tether pid {} at {}", server.pid(), server.base_url());
+    report.rss_start = Some(procfs::memory_kib(pid)?.rss);
 
     let system = actix_rt::System::new();
     let result = system.block_on(async {
         let connections = args.worker_sessions().max(args.concurrency) + 8;
-        let ctx = Rc::new(load::Ctx::new(&server.base_url, API_KEY, connections));
+        let ctx = Rc::new(load::Ctx::new(server.base_url(), API_KEY, connections));
 
         eprintln!("  creating {sessions} sessions over HTTP");
         let ids: Vec<String> = (0..sessions).map(seeded_id).collect();
@@ -189,7 +148,7 @@ fn http_phases(
             )
             .into());
         }
-        report.rss_created = Some(server.memory_kib()?.0);
+        report.rss_created = Some(procfs::memory_kib(pid)?.rss);
 
         let mut workers = Vec::with_capacity(args.concurrency);
         for w in 0..args.concurrency {
@@ -209,13 +168,13 @@ fn http_phases(
             args.duration.as_secs_f64()
         );
         let (workers, _) = load::closed(ctx.clone(), workers, args.warmup).await;
-        let cpu_before = server.cpu_time(ticks)?;
-        let own_before = server::cpu_time("self", ticks)?;
-        let machine_before = server::machine_busy(ticks)?;
+        let cpu_before = procfs::cpu_time(pid, ticks)?;
+        let own_before = procfs::cpu_time(Pid::This, ticks)?;
+        let machine_before = procfs::machine_busy(ticks)?;
         let (workers, saturation) = load::closed(ctx.clone(), workers, args.duration).await;
-        let cpu = server.cpu_time(ticks)?.saturating_sub(cpu_before);
-        let own = server::cpu_time("self", ticks)?.saturating_sub(own_before);
-        let machine = server::machine_busy(ticks)?.saturating_sub(machine_before);
+        let cpu = procfs::cpu_time(pid, ticks)?.saturating_sub(cpu_before);
+        let own = procfs::cpu_time(Pid::This, ticks)?.saturating_sub(own_before);
+        let machine = procfs::machine_busy(ticks)?.saturating_sub(machine_before);
         report.bench_cpu = Some(own.as_secs_f64());
         report.machine_cpu = Some(machine.as_secs_f64());
         eprintln!("    {:.0} req/s", saturation.throughput());
@@ -228,33 +187,24 @@ fn http_phases(
             args.rate_duration.as_secs_f64()
         );
         let slots = workers.into_iter().flatten().collect();
-        let cpu_before = server.cpu_time(ticks)?;
+        let cpu_before = procfs::cpu_time(pid, ticks)?;
         let open = load::open(ctx.clone(), slots, args.rate, args.rate_duration, || false).await;
         report.open_cpu = Some(
-            server
-                .cpu_time(ticks)?
+            procfs::cpu_time(pid, ticks)?
                 .saturating_sub(cpu_before)
                 .as_secs_f64(),
         );
         eprintln!("    p99 {:.2} ms", open.run.latency.pct_ms(99.0));
         report.open = Some(open);
-        report.rss_end = Some(server.memory_kib()?);
+        let memory = procfs::memory_kib(pid)?;
+        report.rss_end = Some((memory.rss, memory.peak));
         Ok::<(), BoxError>(())
     });
-    let mut server = server;
-    report.panics = Some(server.panics());
-    let alive = server.alive();
     // Logging is at warn: anything on stderr (a warning, a panic) is worth seeing next to the numbers.
-    let tail = server.stderr_tail();
-    if !tail.is_empty() {
-        eprintln!("  tether's last stderr lines:\n  {tail}");
-    }
-    let stopped = server.stop();
+    let ended = server::finish(server, "");
+    report.panics = Some(ended.panics);
     result?;
-    if !alive {
-        return Err("tether exited during the run".into());
-    }
-    let status = stopped?;
+    let status = ended.status("the run")?;
     if !status.success() {
         // The numbers stand; an unclean exit on SIGTERM is the server's bug to look at.
         eprintln!("  warning: tether exited with {status} after SIGTERM");
@@ -264,15 +214,8 @@ fn http_phases(
 
 /// A server with the shipped limits, a legitimate client, and a garbage flood (see [`flood`]).
 fn flood_phase(args: &Args, fresh: &Fresh, report: &mut Report) -> Result<(), BoxError> {
-    let server = Server::start(&Launch {
-        exe: &args.tether,
-        workdir: &fresh.workdir,
-        database_url: &fresh.url,
-        api_key: API_KEY,
-        secret: SECRET,
-        pool: args.pool,
-        shipped_limits: true,
-    })?;
+    let server = launch(args, fresh, true).start()?;
+    let pid = Pid::Of(server.pid());
     eprintln!("  tether pid {} (shipped limits)", server.pid());
     let shape = flood::Shape {
         requests: args.flood,
@@ -280,22 +223,13 @@ fn flood_phase(args: &Args, fresh: &Fresh, report: &mut Report) -> Result<(), Bo
         addresses: args.flood_addresses,
     };
     let result =
-        actix_rt::System::new().block_on(flood::run(&server.base_url, API_KEY, shape, || {
-            Ok(server.memory_kib()?.0)
+        actix_rt::System::new().block_on(flood::run(server.base_url(), API_KEY, shape, || {
+            Ok(procfs::memory_kib(pid)?.rss)
         }));
-    let mut server = server;
-    let panics = server.panics();
-    let alive = server.alive();
-    let tail = server.stderr_tail();
-    if !tail.is_empty() {
-        eprintln!("  tether's last stderr lines:\n  {tail}");
-    }
-    let stopped = server.stop();
+    let ended = server::finish(server, "");
+    let panics = ended.panics;
     report.flood = Some(result?);
     report.panics = Some(report.panics.unwrap_or(0) + panics);
-    if !alive {
-        return Err("tether exited during the flood".into());
-    }
-    stopped?;
+    ended.status("the flood")?;
     Ok(())
 }

@@ -2,8 +2,10 @@
 
 use std::fmt::Write as _;
 
+use tether_bench::backend::{BackendReport, Kind};
+use tether_bench::table::{self, mib, thousands};
+
 use crate::args::Args;
-use crate::backend::Kind;
 use crate::flood::Flood;
 use crate::load::Open;
 use crate::stats::Run;
@@ -58,9 +60,8 @@ pub struct Report {
     pub flood: Option<Flood>,
 }
 
-impl Report {
-    /// An empty report for `kind`.
-    pub fn new(kind: Kind) -> Self {
+impl BackendReport for Report {
+    fn new(kind: Kind) -> Self {
         Self {
             kind,
             skipped: None,
@@ -82,6 +83,16 @@ impl Report {
         }
     }
 
+    fn skip(&mut self, why: String) {
+        self.skipped = Some(why);
+    }
+
+    fn fail(&mut self, error: String) {
+        self.error = Some(error);
+    }
+}
+
+impl Report {
     /// Server CPU per successful reconnect at saturation, in microseconds.
     pub fn cpu_per_reconnect_us(&self) -> Option<f64> {
         let (cpu, _) = self.cpu?;
@@ -135,27 +146,6 @@ fn verdict(v: Option<bool>) -> &'static str {
         Some(false) => " **MISS**",
         None => "",
     }
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(x: f64) -> String {
-    let n = x.round().max(0.0) as u64;
-    let digits = n.to_string();
-    // The first group holds 1 to 3 digits, every later one exactly 3.
-    let first = match digits.len() % 3 {
-        0 => 3.min(digits.len()),
-        r => r,
-    };
-    let mut out = digits[..first].to_owned();
-    for group in digits.as_bytes()[first..].chunks(3) {
-        out.push(',');
-        out.extend(group.iter().map(|&b| char::from(b)));
-    }
-    out
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 fn lat(run: &Run) -> String {
@@ -399,27 +389,21 @@ pub fn table(args: &Args, reports: &[Report]) -> String {
         ),
     ];
 
-    let mut out = String::new();
-    let _ = write!(out, "| measure | target |");
-    for r in reports {
-        let _ = write!(out, " {} |", r.kind.label());
-    }
-    let _ = write!(out, "\n|---|---|");
-    for _ in reports {
-        let _ = write!(out, "---|");
-    }
-    out.push('\n');
-    for (name, target, cell) in &rows {
-        let _ = write!(out, "| {name} | {target} |");
-        for r in reports {
-            let text = match &r.skipped {
-                Some(why) => format!("skipped: {why}"),
-                None => cell(r).unwrap_or_else(|| "-".into()),
-            };
-            let _ = write!(out, " {text} |");
-        }
-        out.push('\n');
-    }
+    let mut head = vec!["measure".to_owned(), "target".to_owned()];
+    head.extend(reports.iter().map(|r| r.kind.label().to_owned()));
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(name, target, cell)| {
+            let mut line = vec![name.clone(), (*target).to_owned()];
+            line.extend(
+                reports
+                    .iter()
+                    .map(|r| table::cell(r.skipped.as_deref(), || cell(r))),
+            );
+            line
+        })
+        .collect();
+    let mut out = table::markdown(&head, &lines);
     for r in reports {
         if let Some(e) = &r.error {
             let _ = writeln!(out, "\n{} run failed: {e}", r.kind.label());
@@ -449,17 +433,4 @@ pub fn table(args: &Args, reports: &[Report]) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0.0), "0");
-        assert_eq!(thousands(999.4), "999");
-        assert_eq!(thousands(1234.0), "1,234");
-        assert_eq!(thousands(1_234_567.0), "1,234,567");
-    }
 }

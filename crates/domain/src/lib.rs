@@ -9,7 +9,8 @@
 //! The outside world comes in through four ports: [`SessionStore`], [`TokenAuthority`],
 //! [`EventSink`] and [`Clock`]; a fifth, [`EventFeed`], reads the event outbox back for live monitoring.
 //! `tether-persistence` and `tether-auth` implement the store, feed and authority; [`InMemoryStore`],
-//! [`CollectingSink`] and [`ManualClock`] serve tests.
+//! [`CollectingSink`] and [`ManualClock`] serve tests. An optional [`Observer`], given with
+//! [`SessionManager::with_observer`], is told of outcomes (for metrics).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -61,6 +62,9 @@ mod error;
 mod events;
 mod manager;
 mod memory;
+mod observer;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod policy;
 mod ports;
 mod session;
@@ -77,6 +81,7 @@ pub use events::{
 };
 pub use manager::{MAX_PAGE, Page, PresentedToken, Reconnected, SessionManager, SweepReport};
 pub use memory::InMemoryStore;
+pub use observer::Observer;
 pub use policy::{MAX_GRACE, Policy};
 pub use ports::{
     Change, Cursor, EventFeed, IssuedToken, ListQuery, NoTokens, PlainToken, Recorded,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::codes::ResultCode;
 use crate::error::Error;
 use crate::events::{EventKind, EventSink, UpdateType};
+use crate::observer::{NoObserver, Observer};
 use crate::policy::Policy;
 use crate::ports::{
     Change, Cursor, IssuedToken, ListQuery, Recorded, SessionStore, StatusCounts, TokenAuthority,
@@ -68,6 +69,7 @@ pub struct SessionManager {
     clock: Arc<dyn Clock>,
     policy: Policy,
     heartbeats: Arc<Heartbeats>,
+    observer: Arc<dyn Observer>,
 }
 
 impl SessionManager {
@@ -95,7 +97,16 @@ impl SessionManager {
             clock,
             policy,
             heartbeats: Arc::default(),
+            observer: Arc::new(NoObserver),
         })
+    }
+
+    /// The same manager, telling `observer` of each outcome (by default nobody is told). Set it
+    /// before cloning the manager: clones made earlier keep the previous observer.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The timing rules in force.
@@ -137,6 +148,7 @@ impl SessionManager {
         let change = self.change(EventKind::Created);
         let session = Session::open(new, change.at)?;
         let recorded = self.store.insert(&session, change).await?;
+        self.observer.session_opened();
         Ok(self.emit(recorded))
     }
 
@@ -252,7 +264,10 @@ impl SessionManager {
         self.forget_heartbeat(id);
         let change = self.change(EventKind::Disconnected);
         match self.store.disconnect(id, &reason, change).await? {
-            Some(recorded) => Ok(self.emit(recorded)),
+            Some(recorded) => {
+                self.observer.session_ended(&reason);
+                Ok(self.emit(recorded))
+            }
             None => Err(self.explain_miss(id).await),
         }
     }
@@ -270,6 +285,7 @@ impl SessionManager {
             .await?
         {
             Some(recorded) => {
+                self.observer.token_issued();
                 self.emit(recorded);
                 Ok(issued)
             }
@@ -299,11 +315,33 @@ impl SessionManager {
     /// # Errors
     /// [`Error::Reconnect`] with `invalid_token`, `token_expired` or `session_id_mismatch`.
     pub fn check_token(&self, id: &SessionId, token: &str) -> Result<PresentedToken, Error> {
+        let checked = self.verify_for(id, token);
+        // A refusal here ends the attempt: counted now. A token that passes is counted by
+        // `reconnect_checked`, so each attempt is counted once.
+        if let Err(e) = &checked {
+            self.observe_reconnect(Err(e));
+        }
+        checked
+    }
+
+    fn verify_for(&self, id: &SessionId, token: &str) -> Result<PresentedToken, Error> {
         let verified = self.tokens.verify(token, self.clock.now())?;
         if verified.session_id != id.as_str() {
             return Err(Error::Reconnect(ResultCode::SessionIdMismatch));
         }
         Ok(PresentedToken(verified))
+    }
+
+    /// Tells the observer how a reconnect attempt ended. Errors without a contract code (none that
+    /// a reconnect can produce) are not counted rather than counted as something they are not.
+    fn observe_reconnect(&self, outcome: Result<(), &Error>) {
+        let code = match outcome {
+            Ok(()) => Some(ResultCode::Reconnected),
+            Err(e) => e.code(),
+        };
+        if let Some(code) = code {
+            self.observer.reconnect(code);
+        }
     }
 
     /// Consumes a token that [`check_token`](Self::check_token) accepted for `id`, rotating it.
@@ -312,6 +350,17 @@ impl SessionManager {
     /// [`Error::Reconnect`] with the result code, [`Error::NotFound`] as `session_not_found`, store
     /// errors.
     pub async fn reconnect_checked(
+        &self,
+        id: &SessionId,
+        presented: PresentedToken,
+    ) -> Result<Reconnected, Error> {
+        let outcome = self.consume(id, presented).await;
+        self.observe_reconnect(outcome.as_ref().map(|_| ()));
+        outcome
+    }
+
+    /// The store half of a reconnect: the compare-and-swap, and why it missed.
+    async fn consume(
         &self,
         id: &SessionId,
         presented: PresentedToken,
@@ -412,6 +461,7 @@ impl SessionManager {
                 Ok(None) => {}
                 Err(e) => return e,
             }
+            self.observer.token_reused();
             return Error::Reconnect(ResultCode::TokenReused);
         }
         Error::Reconnect(ResultCode::TokenMismatch)
@@ -467,7 +517,9 @@ impl SessionManager {
             )
             .await?;
         let reaped = reaped_rows.len();
+        let reason = DisconnectReason::idle_timeout();
         for r in reaped_rows {
+            self.observer.session_ended(&reason);
             self.emit(r);
         }
         let idle = Change {

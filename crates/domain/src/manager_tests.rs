@@ -918,3 +918,158 @@ fn the_activity_interval_must_be_shorter_than_idle_after() {
     assert!(p.with_activity_interval(Duration::ZERO).is_ok());
     assert!(p.with_activity_interval(5 * MINUTE).is_err());
 }
+
+/// Remembers what it was told, as `name` or `name:detail` lines.
+#[derive(Default)]
+struct Recording(std::sync::Mutex<Vec<String>>);
+
+impl Recording {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+    fn note(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl Observer for Recording {
+    fn session_opened(&self) {
+        self.note("opened".into());
+    }
+    fn session_ended(&self, reason: &DisconnectReason) {
+        self.note(format!("ended:{}", reason.as_str()));
+    }
+    fn reconnect(&self, result: ResultCode) {
+        self.note(format!("reconnect:{result}"));
+    }
+    fn token_reused(&self) {
+        self.note("token_reused".into());
+    }
+    fn token_issued(&self) {
+        self.note("token_issued".into());
+    }
+}
+
+fn observed_world(policy: Policy) -> (World, Arc<Recording>) {
+    let mut w = world_with(policy);
+    let seen = Arc::new(Recording::default());
+    w.manager = w.manager.with_observer(seen.clone());
+    (w, seen)
+}
+
+#[tokio::test]
+async fn the_observer_is_told_each_outcome_once() {
+    let (w, seen) = observed_world(Policy::defaults());
+    w.manager.open(new_session("a")).await.unwrap();
+    // A refused open is no opening.
+    w.manager.open(new_session("a")).await.unwrap_err();
+    assert_eq!(seen.take(), ["opened"]);
+
+    // Three reconnects in a row: three successes, each counted once (check, then consume).
+    let mut token = w.manager.issue_token(&id("a")).await.unwrap().token;
+    let first = token.clone();
+    for _ in 0..3 {
+        w.clock.advance(SECOND);
+        token = w
+            .manager
+            .reconnect(&id("a"), token.expose())
+            .await
+            .unwrap()
+            .token
+            .token;
+    }
+    assert_eq!(
+        seen.take(),
+        [
+            "token_issued",
+            "reconnect:reconnected",
+            "reconnect:reconnected",
+            "reconnect:reconnected"
+        ]
+    );
+
+    // The two halves called separately (as the REST route does) count once per attempt too: a
+    // refusal at the check, and a success after it.
+    w.manager.check_token(&id("a"), "garbage").unwrap_err();
+    let presented = w.manager.check_token(&id("a"), token.expose()).unwrap();
+    assert_eq!(
+        seen.take(),
+        ["reconnect:invalid_token"],
+        "a pass is not yet an outcome"
+    );
+    w.manager
+        .reconnect_checked(&id("a"), presented)
+        .await
+        .unwrap();
+    assert_eq!(seen.take(), ["reconnect:reconnected"]);
+
+    // Replaying a consumed token: one reuse detected, one refused attempt with its code.
+    assert_eq!(
+        code(w.manager.reconnect(&id("a"), first.expose()).await),
+        ResultCode::TokenReused
+    );
+    assert_eq!(seen.take(), ["token_reused", "reconnect:token_reused"]);
+    // Reuse found by `authorize` (not a reconnect) is counted as reuse only.
+    assert_eq!(
+        code(w.manager.authorize(&id("a"), first.expose()).await),
+        ResultCode::TokenReused
+    );
+    assert_eq!(seen.take(), ["token_reused"]);
+
+    // Store-side refusals carry their codes.
+    let ghost = FakeAuthority.mint(&id("ghost"), w.clock.now()).unwrap();
+    w.manager
+        .reconnect(&id("ghost"), ghost.token.expose())
+        .await
+        .unwrap_err();
+    assert_eq!(seen.take(), ["reconnect:session_not_found"]);
+
+    // Ends, with their reasons: by a caller (a refused second end is none), and by the sweep.
+    let admin = DisconnectReason::parse("admin").unwrap();
+    w.manager.disconnect(&id("a"), admin.clone()).await.unwrap();
+    w.manager.disconnect(&id("a"), admin).await.unwrap_err();
+    w.manager.open(new_session("b")).await.unwrap();
+    w.clock.advance(30 * MINUTE);
+    assert_eq!(w.manager.sweep().await.unwrap().reaped, 1);
+    assert_eq!(seen.take(), ["ended:admin", "opened", "ended:idle_timeout"]);
+}
+
+#[tokio::test]
+async fn a_repeat_inside_the_grace_window_is_a_success_for_the_observer() {
+    let (w, seen) =
+        observed_world(Policy::new(5 * MINUTE, 30 * MINUTE, LIFETIME, 10 * SECOND).unwrap());
+    w.manager.open(new_session("a")).await.unwrap();
+    let t = w.manager.issue_token(&id("a")).await.unwrap();
+    w.manager
+        .reconnect(&id("a"), t.token.expose())
+        .await
+        .unwrap();
+    let again = w
+        .manager
+        .reconnect(&id("a"), t.token.expose())
+        .await
+        .unwrap();
+    assert!(again.repeated);
+    assert_eq!(
+        seen.take(),
+        [
+            "opened",
+            "token_issued",
+            "reconnect:reconnected",
+            "reconnect:reconnected"
+        ]
+    );
+}
+
+#[test]
+fn the_default_observer_is_silent() {
+    // Every method has a default: an observer may implement none of them.
+    struct Nothing;
+    impl Observer for Nothing {}
+    let o: &dyn Observer = &Nothing;
+    o.session_opened();
+    o.session_ended(&DisconnectReason::client_closed());
+    o.reconnect(ResultCode::Reconnected);
+    o.token_reused();
+    o.token_issued();
+}

@@ -7,29 +7,42 @@ use serde_json::Value;
 use crate::session::Session;
 
 /// A session as clients see it, times in RFC 3339 UTC.
+// With the `openapi` feature its schema (named `Session`) is derived from these fields; every field
+// is always sent (null when empty), hence `required` on the options.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Session))]
 pub struct SessionView {
     /// `session_id`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::session_id_schema))]
     pub session_id: String,
     /// `client_type`.
     pub client_type: String,
     /// `client_version`.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub client_version: Option<String>,
     /// `principal`.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub principal: Option<String>,
     /// `status`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::status_schema))]
     pub status: &'static str,
     /// `connected_at`.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub connected_at: String,
     /// `last_activity`.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub last_activity: String,
     /// `disconnected_at`.
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub disconnected_at: Option<String>,
     /// `disconnect_reason`.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub disconnect_reason: Option<String>,
     /// `reconnect_count`.
     pub reconnect_count: u64,
     /// `metadata`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Value,
 }
 

@@ -1,10 +1,11 @@
 //! Where every database call starts: [`Database::with_conn`] takes a connection from the backend's
 //! pool under the call timeout and runs the call's work with it, on SQLite as a task of the
 //! multi-threaded runtime. A query body reaches the database only through it, so what it guarantees
-//! holds for every call by construction.
+//! holds for every call by construction; so does its report to a [`CallObserver`] (metrics).
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
@@ -22,14 +23,86 @@ pub(crate) enum Pools {
     Postgres(Pool<AsyncPgConnection>),
 }
 
-/// The pool, how long a call may take, and where SQLite calls run. Its fields are private to this
-/// module: [`Database::with_conn`] is the only way to a connection.
+/// How a database call ended, as a [`CallObserver`] is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// It succeeded.
+    Ok,
+    /// The database refused it by a uniqueness rule (a session id already taken): the caller's
+    /// mistake, answered as such, not a fault of the database.
+    Conflict,
+    /// The database was away: no connection in time, the call timeout, a dropped connection.
+    Unavailable,
+    /// Anything else (a bug, a corrupt row, a failed task).
+    Failed,
+}
+
+impl CallOutcome {
+    /// How `result` counts.
+    fn of<T>(result: &Result<T, Error>) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error as D};
+        match result {
+            Ok(_) => Self::Ok,
+            Err(Error::Query(D::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
+                Self::Conflict
+            }
+            Err(e) if e.is_unavailable() => Self::Unavailable,
+            Err(_) => Self::Failed,
+        }
+    }
+
+    /// A short name, for a metric's label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Conflict => "conflict",
+            Self::Unavailable => "unavailable",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Told of every database call made through the pool (what the service's metrics count). Called
+/// on the call's own task right after it ends: implementations must not block.
+pub trait CallObserver: Send + Sync {
+    /// `operation` (the store method, such as `consume_token` or `events_after`) took `elapsed`,
+    /// pool wait included, and ended as `outcome`.
+    fn call(&self, operation: &'static str, elapsed: Duration, outcome: CallOutcome);
+}
+
+/// How many pooled connections exist and are lent out, read without touching the database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// The most the pool opens ([`Options::max_connections`](crate::Options::max_connections)).
+    pub max: usize,
+    /// Connections open now (the pool opens them on demand).
+    pub open: usize,
+    /// Connections lent to a call now.
+    pub in_use: usize,
+    /// Calls waiting for a connection now.
+    pub waiting: usize,
+}
+
+impl From<deadpool::Status> for PoolStatus {
+    fn from(s: deadpool::Status) -> Self {
+        Self {
+            max: s.max_size,
+            open: s.size,
+            in_use: s.size.saturating_sub(s.available),
+            waiting: s.waiting,
+        }
+    }
+}
+
+/// The pool, how long a call may take, where SQLite calls run, and who is told of each call. Its
+/// fields are private to this module: [`Database::with_conn`] is the only way to a connection.
 #[derive(Clone)]
 pub(crate) struct Connections {
     pools: Pools,
     timeout: Duration,
     /// The runtime `connect` ran on, where SQLite calls run.
     runtime: tokio::runtime::Handle,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl Connections {
@@ -39,6 +112,7 @@ impl Connections {
             pools,
             timeout,
             runtime: tokio::runtime::Handle::current(),
+            observer: None,
         }
     }
 
@@ -121,17 +195,39 @@ impl Conn<'_> {
     }
 }
 
-/// `work`, failing as unavailable when it takes longer than `limit`.
+/// `work`, failing as unavailable when it takes longer than `limit`, and reported to `observer`.
 async fn bounded<T>(
     limit: Duration,
+    observed: Option<(&'static str, Arc<dyn CallObserver>)>,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    tokio::time::timeout(limit, work)
+    let started = Instant::now();
+    let result = tokio::time::timeout(limit, work)
         .await
-        .unwrap_or(Err(Error::Timeout(limit)))
+        .unwrap_or(Err(Error::Timeout(limit)));
+    if let Some((operation, observer)) = observed {
+        observer.call(operation, started.elapsed(), CallOutcome::of(&result));
+    }
+    result
 }
 
 impl Database {
+    /// The same database, telling `observer` of every call from now on (clones made earlier keep
+    /// the previous observer, so set it before handing the database out).
+    #[must_use]
+    pub fn with_call_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.conns.observer = Some(observer);
+        self
+    }
+
+    /// The pool's occupancy now. Reads counters only: no connection is taken.
+    pub fn pool_status(&self) -> PoolStatus {
+        match &self.conns.pools {
+            Pools::Sqlite(pool) => pool.status().into(),
+            Pools::Postgres(pool) => pool.status().into(),
+        }
+    }
+
     /// Runs `work` with a pooled connection, the whole call (pool wait included) bounded by
     /// [`Options::timeout`](crate::Options::timeout).
     ///
@@ -142,22 +238,30 @@ impl Database {
     /// that drop happens on a multi-threaded worker (the timeout is inside the task), and a caller
     /// that goes away merely detaches the call. PostgreSQL's driver is cancel-safe, so its calls run
     /// on the caller's task.
+    ///
+    /// `operation` names the call for the [`CallObserver`]: told on the task that runs the call, so
+    /// a detached SQLite call is still reported, and a cancelled PostgreSQL one is not.
     pub(crate) async fn with_conn<T: Send + 'static>(
         &self,
+        operation: &'static str,
         work: impl Work<T>,
     ) -> Result<T, Error> {
         let limit = self.conns.timeout;
+        let observed = self.conns.observer.clone().map(|o| (operation, o));
         match &self.conns.pools {
             Pools::Sqlite(pool) => {
                 let pool = pool.clone();
-                let task = self.conns.runtime.spawn(bounded(limit, async move {
-                    let mut conn = pool.get().await.map_err(|e| Error::Pool(Box::new(e)))?;
-                    work(Conn::Sqlite(&mut conn)).await
-                }));
+                let task = self
+                    .conns
+                    .runtime
+                    .spawn(bounded(limit, observed, async move {
+                        let mut conn = pool.get().await.map_err(|e| Error::Pool(Box::new(e)))?;
+                        work(Conn::Sqlite(&mut conn)).await
+                    }));
                 task.await.map_err(|e| Error::Task(e.to_string()))?
             }
             Pools::Postgres(pool) => {
-                bounded(limit, async move {
+                bounded(limit, observed, async move {
                     let mut conn = pool.get().await.map_err(|e| Error::Pool(Box::new(e)))?;
                     work(Conn::Postgres(&mut conn)).await
                 })

@@ -178,7 +178,7 @@ impl Database {
     /// # Errors
     /// As for any statement.
     pub async fn ping(&self) -> Result<(), Error> {
-        self.with_conn(|conn| {
+        self.with_conn("ping", |conn| {
             Box::pin(async move { Ok(on_conn!(conn, |c| c.batch_execute("SELECT 1").await)?) })
         })
         .await
@@ -192,7 +192,7 @@ impl Database {
     pub async fn setting_or_insert(&self, name: &str, candidate: &str) -> Result<String, Error> {
         use diesel_async::RunQueryDsl;
         let (name, candidate) = (name.to_owned(), candidate.to_owned());
-        self.with_conn(move |mut conn| {
+        self.with_conn("setting", move |mut conn| {
             Box::pin(async move {
                 on_conn!(conn.reborrow(), |c| {
                     diesel::insert_into(settings::table)

@@ -112,7 +112,7 @@ impl Database {
     ) -> Result<u64, Error> {
         let cutoff = now.minus(max_age).as_micros();
         let keep = i64::try_from(max_count).unwrap_or(i64::MAX);
-        self.with_conn(move |conn| {
+        self.with_conn("prune_events", move |conn| {
             Box::pin(conn.transaction(move |mut conn| {
                 Box::pin(async move {
                     let (by_age, last): (Option<i64>, Option<i64>) =
@@ -166,7 +166,7 @@ impl EventFeed for Database {
     async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, DomainError> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows: Vec<EventRow> = self
-            .with_conn(move |conn| {
+            .with_conn("events_after", move |conn| {
                 Box::pin(async move {
                     Ok(on_conn!(conn, |c| {
                         session_events::table
@@ -188,7 +188,7 @@ impl EventFeed for Database {
 
     async fn last_seq(&self) -> Result<u64, DomainError> {
         Ok(self
-            .with_conn(|mut conn| {
+            .with_conn("last_seq", |mut conn| {
                 Box::pin(async move {
                     let last: Option<i64> = on_conn!(conn.reborrow(), |c| {
                         session_events::table
@@ -205,7 +205,7 @@ impl EventFeed for Database {
 
     async fn pruned_through(&self) -> Result<u64, DomainError> {
         Ok(self
-            .with_conn(|conn| Box::pin(pruned_through(conn)))
+            .with_conn("pruned_through", |conn| Box::pin(pruned_through(conn)))
             .await?)
     }
 

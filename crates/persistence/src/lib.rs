@@ -64,5 +64,6 @@ mod postgres;
 mod schema;
 mod store;
 
+pub use conn::{CallObserver, CallOutcome, PoolStatus};
 pub use db::{Backend, Database, Options};
 pub use error::Error;

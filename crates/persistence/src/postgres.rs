@@ -173,7 +173,7 @@ impl Database {
             return Ok(0);
         }
         let name = name.to_owned();
-        self.with_conn(move |conn| {
+        self.with_conn("terminate_backends", move |conn| {
             Box::pin(async move {
                 let Conn::Postgres(c) = conn else {
                     return Ok(0);

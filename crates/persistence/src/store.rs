@@ -183,9 +183,13 @@ impl Database {
     /// Runs `work`, a state change that returns what it recorded, then wakes this process's feed
     /// readers if it recorded anything (inside the call, so a caller that went away cannot lose the
     /// wake-up).
-    async fn recording(&self, work: impl Work<Vec<Recorded>>) -> Result<Vec<Recorded>, Error> {
+    async fn recording(
+        &self,
+        operation: &'static str,
+        work: impl Work<Vec<Recorded>>,
+    ) -> Result<Vec<Recorded>, Error> {
         let feed = self.feed.clone();
-        self.with_conn(move |conn| {
+        self.with_conn(operation, move |conn| {
             Box::pin(async move {
                 let out = work(conn).await?;
                 if !out.is_empty() {
@@ -200,16 +204,20 @@ impl Database {
     /// The common state change: `update` and its outbox rows in one transaction.
     async fn change(
         &self,
+        operation: &'static str,
         change: Change,
         update: impl Work<Vec<SessionRow>>,
     ) -> Result<Vec<Recorded>, Error> {
-        self.recording(move |conn| Box::pin(change_in(conn, change, update)))
-            .await
+        self.recording(operation, move |conn| {
+            Box::pin(change_in(conn, change, update))
+        })
+        .await
     }
 
     /// The change of one live session (`!Session::is_disconnected`) that `set` makes.
     async fn change_live<V>(
         &self,
+        operation: &'static str,
         id: &SessionId,
         change: Change,
         set: V,
@@ -219,7 +227,7 @@ impl Database {
         V::Changeset: QueryFragment<Sqlite> + QueryFragment<Pg> + Send,
     {
         let id = id.clone();
-        let changed = self.change(change, move |conn| {
+        let changed = self.change(operation, change, move |conn| {
             Box::pin(async move {
                 Ok(on_conn!(conn, |c| {
                     diesel::update(live(id.as_str()))
@@ -239,7 +247,7 @@ impl SessionStore for Database {
     async fn insert(&self, session: &Session, change: Change) -> Result<Recorded, DomainError> {
         let row = SessionRow::from_session(session);
         let inserted = self
-            .change(change, move |conn| {
+            .change("insert", change, move |conn| {
                 Box::pin(async move {
                     let row = on_conn!(conn, |c| {
                         diesel::insert_into(sessions::table)
@@ -266,7 +274,7 @@ impl SessionStore for Database {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, DomainError> {
         let id = id.clone();
         let row = self
-            .with_conn(move |conn| {
+            .with_conn("get", move |conn| {
                 Box::pin(async move {
                     Ok(on_conn!(conn, |c| {
                         sessions::table
@@ -285,7 +293,7 @@ impl SessionStore for Database {
     async fn list(&self, query: &ListQuery) -> Result<Vec<Session>, DomainError> {
         let query = query.clone();
         let rows = self
-            .with_conn(move |conn| {
+            .with_conn("list", move |conn| {
                 Box::pin(async move {
                     Ok(on_conn!(conn, |c| {
                         let mut q = sessions::table.select(SessionRow::as_select()).into_boxed();
@@ -316,7 +324,7 @@ impl SessionStore for Database {
 
     async fn counts(&self) -> Result<StatusCounts, DomainError> {
         let rows: Vec<(String, i64)> = self
-            .with_conn(|conn| {
+            .with_conn("counts", |conn| {
                 Box::pin(async move {
                     Ok(on_conn!(conn, |c| {
                         sessions::table
@@ -342,7 +350,8 @@ impl SessionStore for Database {
     }
 
     async fn touch(&self, id: &SessionId, change: Change) -> Result<Option<Recorded>, DomainError> {
-        self.change_live(id, change, Touched::at(change.at)).await
+        self.change_live("touch", id, change, Touched::at(change.at))
+            .await
     }
 
     async fn disconnect(
@@ -351,7 +360,7 @@ impl SessionStore for Database {
         reason: &DisconnectReason,
         change: Change,
     ) -> Result<Option<Recorded>, DomainError> {
-        self.change_live(id, change, Ended::at(change.at, reason))
+        self.change_live("disconnect", id, change, Ended::at(change.at, reason))
             .await
     }
 
@@ -366,7 +375,7 @@ impl SessionStore for Database {
             token_hash: Some(hash.as_bytes().to_vec()),
             token_expires_at: Some(expires_at.as_micros()),
         };
-        self.change_live(id, change, token).await
+        self.change_live("set_token", id, change, token).await
     }
 
     async fn consume_token(
@@ -379,7 +388,7 @@ impl SessionStore for Database {
     ) -> Result<Option<Recorded>, DomainError> {
         let (id, presented, next) = (id.clone(), *presented, *next);
         let mut out = self
-            .recording(move |conn| {
+            .recording("consume_token", move |conn| {
                 Box::pin(async move {
                     match conn {
                         // One statement, its outbox row included.
@@ -418,7 +427,7 @@ impl SessionStore for Database {
             token_hash: None,
             token_expires_at: None,
         };
-        self.change_live(id, change, revoked).await
+        self.change_live("revoke_token", id, change, revoked).await
     }
 
     async fn mark_idle(
@@ -431,7 +440,7 @@ impl SessionStore for Database {
             idle_since: change.at.as_micros(),
         };
         let out = self
-            .change(change, move |conn| {
+            .change("mark_idle", change, move |conn| {
                 Box::pin(async move {
                     // `Session::should_idle`.
                     Ok(on_conn!(conn, |c| {
@@ -457,7 +466,7 @@ impl SessionStore for Database {
     ) -> Result<Vec<Recorded>, DomainError> {
         let ended = Ended::at(change.at, reason);
         let out = self
-            .change(change, move |conn| {
+            .change("reap", change, move |conn| {
                 Box::pin(async move {
                     // `Session::should_reap`.
                     Ok(on_conn!(conn, |c| {

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_http::ws::{CloseCode, CloseReason, Frame, Item, ProtocolError};
@@ -55,11 +56,20 @@ impl From<Gone> for End {
 }
 
 /// What a connection needs besides its own channels: the feed to replay from, the clock for its
-/// messages' times, and the limits.
+/// messages' times, the limits, and where its replay is counted.
 pub(crate) struct Context {
     pub(crate) feed: Arc<dyn EventFeed>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: RealtimeConfig,
+    pub(crate) replays: Arc<Replays>,
+}
+
+/// Replays that reached their `resumed` message, and those of them that were incomplete
+/// ([`HubStats`](crate::HubStats)).
+#[derive(Debug, Default)]
+pub(crate) struct Replays {
+    pub(crate) done: AtomicU64,
+    pub(crate) incomplete: AtomicU64,
 }
 
 /// Serves one upgraded connection until it ends, deregisters it, and closes it.
@@ -165,6 +175,10 @@ async fn replay(
     // Complete when nothing after `since` was pruned and `since` is a position of this outbox (a
     // client ahead of us came from another database or epoch).
     let recovered = since >= pruned && since <= position;
+    hub.replays.done.fetch_add(1, Ordering::Relaxed);
+    if !recovered {
+        hub.replays.incomplete.fetch_add(1, Ordering::Relaxed);
+    }
     let text = message::resumed(last.unwrap_or(position), hub.clock.now(), recovered, &epoch)
         .map_err(|e| {
             tracing::error!(error = %e, "could not serialize a resumed message");

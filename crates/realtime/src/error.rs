@@ -18,6 +18,9 @@ pub enum Error {
     /// `since` or `Last-Event-ID` is not a sequence number.
     #[error("invalid resume point {0:?}: expected a non-negative integer")]
     InvalidResumePoint(String),
+    /// `health` is neither `full` nor `summary`.
+    #[error("invalid health mode {0:?}: expected full or summary")]
+    InvalidHealthMode(String),
     /// Too many tickets are outstanding; minting resumes as they expire or are redeemed.
     #[error("too many outstanding WebSocket tickets")]
     TooManyTickets,

@@ -14,21 +14,25 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use actix_web::body::BoxBody;
 use actix_web::{HttpRequest, HttpResponse, web};
-use tether_domain::{Clock, EventFeed, EventSink, SessionDirectory, SessionView, StoredEvent};
+use tether_domain::{
+    Clock, EventFeed, EventSink, SessionDirectory, SessionView, StatusCounts, StoredEvent,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 
 use crate::budget::Budget;
 use crate::config::RealtimeConfig;
+use crate::connection::Replays;
 use crate::error::{Error, chain};
 use crate::message::{self, Text};
 use crate::sequencer::Sequencer;
 use crate::subscription::{Command, Kill, PAGE, Subscription};
-use crate::{connection, socket, wire};
+use crate::{ConnectOptions, HealthUpdates, connection, socket, wire};
 
 /// Sessions listed in a `health_update`.
 const HEALTH_SESSIONS: u32 = 50;
@@ -45,6 +49,13 @@ struct Signals {
     delivered: AtomicU64,
     /// Every connection's [`Budget`] adds to it.
     buffered: Arc<AtomicUsize>,
+    /// Connections closed as slow consumers, ever.
+    slow_consumers: AtomicU64,
+    /// Every connection's replay counts here.
+    replays: Arc<Replays>,
+    /// The counts of the last `health_update`, and when they were read: what a metrics scrape
+    /// reuses instead of querying the database again.
+    counts: Mutex<Option<(Instant, StatusCounts)>>,
 }
 
 /// A snapshot of the hub, for health pages, tests and benchmarks.
@@ -60,6 +71,14 @@ pub struct HubStats {
     /// 48 KiB per connection. A message is counted for every connection that holds it, although
     /// they share one copy (slices of it, for large ones), so the memory used is usually far less.
     pub buffered_bytes: usize,
+    /// Connections closed with 1013 `slow_consumer` since the hub started.
+    pub slow_consumers: u64,
+    /// Resuming connections (`since`) whose replay ran to its `resumed` message, since the hub
+    /// started.
+    pub replays: u64,
+    /// Of those, the ones answered `recovered: false` (events they missed were pruned, or their
+    /// position belongs to another outbox): their dashboards must reload over REST.
+    pub incomplete_replays: u64,
 }
 
 struct Inner {
@@ -156,18 +175,38 @@ impl Hub {
         body: web::Payload,
         since: Option<u64>,
     ) -> Result<HttpResponse, actix_web::Error> {
+        let options = ConnectOptions {
+            since,
+            health: HealthUpdates::Full,
+        };
+        self.connect_with(req, body, options).await
+    }
+
+    /// [`connect`](Self::connect) with the client's choices read by
+    /// [`connect_options`](crate::connect_options): where to resume, and which health updates.
+    ///
+    /// # Errors
+    /// The handshake's error when the request is not a valid WebSocket upgrade.
+    pub async fn connect_with(
+        &self,
+        req: &HttpRequest,
+        body: web::Payload,
+        options: ConnectOptions,
+    ) -> Result<HttpResponse, actix_web::Error> {
+        let ConnectOptions { since, health } = options;
         let mut handshake = actix_http::ws::handshake(req.head())?;
         let budget = self.budget();
         let (out, response_body) = wire::outbound(Arc::clone(&budget));
         let response = handshake.message_body(BoxBody::new(response_body))?;
         let inbound = wire::Inbound::new(body, self.inner.config.max_frame);
-        let subscription = self.subscribe_with(budget).await;
+        let subscription = self.subscribe_with(budget, health).await;
         // The payload and the body are not `Send`: the connection runs on this worker's local task
         // set, next to the actix-http dispatcher that polls them.
         let context = connection::Context {
             feed: Arc::clone(&self.inner.feed),
             clock: Arc::clone(&self.inner.clock),
             config: self.inner.config,
+            replays: Arc::clone(&self.inner.signals.replays),
         };
         actix_web::rt::spawn(connection::run(
             context,
@@ -180,13 +219,33 @@ impl Hub {
         Ok(response.into())
     }
 
-    /// Connections registered right now, and the delivery position.
+    /// Connections registered right now, the delivery position, and the counters since the start.
+    /// Atomics only: no lock, no query.
     pub fn stats(&self) -> HubStats {
+        let signals = &self.inner.signals;
         HubStats {
-            connections: self.inner.signals.connections.load(Ordering::Relaxed),
-            delivered: self.inner.signals.delivered.load(Ordering::Relaxed),
-            buffered_bytes: self.inner.signals.buffered.load(Ordering::Relaxed),
+            connections: signals.connections.load(Ordering::Relaxed),
+            delivered: signals.delivered.load(Ordering::Relaxed),
+            buffered_bytes: signals.buffered.load(Ordering::Relaxed),
+            slow_consumers: signals.slow_consumers.load(Ordering::Relaxed),
+            replays: signals.replays.done.load(Ordering::Relaxed),
+            incomplete_replays: signals.replays.incomplete.load(Ordering::Relaxed),
         }
+    }
+
+    /// The sessions per state that the last `health_update` reported, if they were read from the
+    /// directory at most `max_age` ago. The pump reads them once per tick only while dashboards are
+    /// connected: without dashboards this is `None` and a caller that needs counts reads them itself.
+    pub fn recent_counts(&self, max_age: Duration) -> Option<StatusCounts> {
+        let cached = *self
+            .inner
+            .signals
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        cached
+            .filter(|(at, _)| at.elapsed() <= max_age)
+            .map(|(_, counts)| counts)
     }
 
     /// Stops the pump: every connection is closed with 1001 `server_shutdown`, and later connections
@@ -220,11 +279,16 @@ impl Hub {
     /// Registers a consumer with the pump.
     #[cfg(test)]
     pub(crate) async fn subscribe(&self) -> Result<Subscription, Error> {
-        self.subscribe_with(self.budget()).await
+        self.subscribe_with(self.budget(), HealthUpdates::Full)
+            .await
     }
 
     /// Registers a consumer with the pump, charging what is pushed to it to `budget`.
-    async fn subscribe_with(&self, budget: Arc<Budget>) -> Result<Subscription, Error> {
+    async fn subscribe_with(
+        &self,
+        budget: Arc<Budget>,
+        health: HealthUpdates,
+    ) -> Result<Subscription, Error> {
         let (queue_tx, queue) = mpsc::channel(self.inner.config.queue_capacity);
         let (kill_tx, kill) = oneshot::channel();
         let (reply_tx, reply) = oneshot::channel();
@@ -234,6 +298,7 @@ impl Hub {
                 queue: queue_tx,
                 kill: kill_tx,
                 budget: Arc::clone(&budget),
+                health,
                 reply: reply_tx,
             })
             .await
@@ -264,6 +329,7 @@ struct Entry {
     queue: mpsc::Sender<Text>,
     kill: oneshot::Sender<Kill>,
     budget: Arc<Budget>,
+    health: HealthUpdates,
 }
 
 /// The task that owns the registry and the delivery position.
@@ -325,6 +391,7 @@ impl Pump {
                 queue,
                 kill,
                 budget,
+                health,
                 reply,
             } => {
                 // Catch up first, so the position handed out is the outbox's as far as it can be
@@ -345,6 +412,7 @@ impl Pump {
                         queue,
                         kill,
                         budget,
+                        health,
                     },
                 );
                 if reply.send((id, self.sequencer.delivered())).is_err() {
@@ -398,7 +466,7 @@ impl Pump {
             let admitted = self.sequencer.admit(page, Instant::now());
             for event in &admitted.ready {
                 match message::event(event) {
-                    Ok(text) => self.broadcast(&text),
+                    Ok(text) => self.broadcast(&text, |_| true),
                     Err(e) => {
                         tracing::error!(seq = event.seq, error = %e, "could not serialize an event")
                     }
@@ -447,18 +515,38 @@ impl Pump {
                 return;
             }
         };
+        *self
+            .signals
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), counts));
         let views: Vec<SessionView> = newest.iter().map(SessionView::from).collect();
-        match message::health(self.sequencer.delivered(), self.clock.now(), &views, counts) {
-            Ok(text) => self.broadcast(&text),
-            Err(e) => tracing::error!(error = %e, "could not serialize a health_update"),
+        // Each shape is serialized once, and only if a connection takes it.
+        for (mode, sessions) in [
+            (HealthUpdates::Full, Some(views.as_slice())),
+            (HealthUpdates::Summary, None),
+        ] {
+            if !self.connections.values().any(|e| e.health == mode) {
+                continue;
+            }
+            match message::health(
+                self.sequencer.delivered(),
+                self.clock.now(),
+                sessions,
+                counts,
+            ) {
+                Ok(text) => self.broadcast(&text, |e| e.health == mode),
+                Err(e) => tracing::error!(error = %e, "could not serialize a health_update"),
+            }
         }
     }
 
-    /// Pushes one message to every queue without waiting; drops consumers that cannot take it.
-    fn broadcast(&mut self, text: &Text) {
+    /// Pushes one message to every queue that `to` picks, without waiting; drops consumers that
+    /// cannot take it.
+    fn broadcast(&mut self, text: &Text, to: impl Fn(&Entry) -> bool) {
         let bytes = text.len();
         let mut gone = Vec::new();
-        for (id, entry) in &self.connections {
+        for (id, entry) in self.connections.iter().filter(|(_, e)| to(e)) {
             // Charged before the push so that the consumer never releases bytes not yet counted;
             // taken back when the push fails.
             if !entry.budget.admits(bytes) {
@@ -487,6 +575,7 @@ impl Pump {
                     buffered_bytes = entry.budget.held(),
                     "closing a dashboard that cannot keep up"
                 );
+                self.signals.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 let _ = entry.kill.send(Kill::SLOW_CONSUMER);
             }
         }

@@ -79,6 +79,7 @@ async fn a_full_queue_closes_that_consumer_only() {
     assert_eq!(kill.code, CloseCode::Again);
     assert_eq!(u16::from(kill.code), 1013);
     assert_eq!(kill.reason, "slow_consumer");
+    assert_eq!(w.hub.stats().slow_consumers, 1, "counted once");
     // What it had queued stays readable, but nothing more is pushed.
     assert_eq!(next(&mut slow).await["seq"], 1);
     assert_eq!(next(&mut slow).await["seq"], 2);

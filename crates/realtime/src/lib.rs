@@ -83,6 +83,6 @@ mod wire;
 pub use config::RealtimeConfig;
 pub use error::Error;
 pub use hub::{Hub, HubStats};
-pub use request::{origin_allowed, resume_point};
+pub use request::{ConnectOptions, HealthUpdates, connect_options, origin_allowed, resume_point};
 pub use socket::on_connect;
 pub use tickets::{MAX_OUTSTANDING_TICKETS, Ticket, Tickets};

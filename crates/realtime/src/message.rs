@@ -26,7 +26,9 @@ struct Envelope<'a, D> {
 
 #[derive(Serialize)]
 struct HealthData<'a> {
-    sessions: &'a [SessionView],
+    /// Left out for connections that asked for the summary only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions: Option<&'a [SessionView]>,
     status_breakdown: Breakdown,
     timestamp: String,
 }
@@ -61,11 +63,12 @@ pub(crate) fn event(stored: &StoredEvent) -> Result<Text, serde_json::Error> {
     })
 }
 
-/// A `health_update`; `seq` is the last event delivered before it.
+/// A `health_update`; `seq` is the last event delivered before it. Without `sessions`, the summary
+/// that connections with [`HealthUpdates::Summary`](crate::HealthUpdates::Summary) get.
 pub(crate) fn health(
     seq: u64,
     at: Timestamp,
-    sessions: &[SessionView],
+    sessions: Option<&[SessionView]>,
     counts: StatusCounts,
 ) -> Result<Text, serde_json::Error> {
     let timestamp = at.to_rfc3339();
@@ -152,10 +155,15 @@ mod tests {
             idle: 2,
             disconnected: 3,
         };
-        let text = health(4, Timestamp::from_secs(0), &[], counts).unwrap();
+        let text = health(4, Timestamp::from_secs(0), Some(&[]), counts).unwrap();
         assert_eq!(
             &*text,
             r#"{"type":"health_update","seq":4,"timestamp":"1970-01-01T00:00:00.000000Z","data":{"sessions":[],"status_breakdown":{"active":1,"idle":2,"disconnected":3,"total":6},"timestamp":"1970-01-01T00:00:00.000000Z"}}"#
+        );
+        let text = health(4, Timestamp::from_secs(0), None, counts).unwrap();
+        assert_eq!(
+            &*text,
+            r#"{"type":"health_update","seq":4,"timestamp":"1970-01-01T00:00:00.000000Z","data":{"status_breakdown":{"active":1,"idle":2,"disconnected":3,"total":6},"timestamp":"1970-01-01T00:00:00.000000Z"}}"#
         );
         let text = resumed(9, Timestamp::from_secs(0), true, "e").unwrap();
         assert_eq!(

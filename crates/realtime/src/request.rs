@@ -173,3 +173,47 @@ mod tests {
         ));
     }
 }
+
+/// Which `health_update` a dashboard gets: `?health=full` (the default, the contract's shape with
+/// the newest sessions listed) or `?health=summary` (the same message without `sessions`: a few
+/// hundred bytes instead of up to ~15 KB every tick, for dashboards that keep their own list, such as
+/// the operator's page).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HealthUpdates {
+    /// With the newest sessions (up to 50).
+    #[default]
+    Full,
+    /// Counts only.
+    Summary,
+}
+
+/// What a dashboard asks for at its handshake, read before anything is spent on it (a ticket):
+/// [`resume_point`] and `?health=`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// The `seq` to resume after.
+    pub since: Option<u64>,
+    /// Which health updates.
+    pub health: HealthUpdates,
+}
+
+/// The client's [`ConnectOptions`].
+///
+/// # Errors
+/// [`Error::InvalidResumePoint`] (see [`resume_point`]), [`Error::InvalidHealthMode`] when `health`
+/// is neither `full` nor `summary`.
+pub fn connect_options(req: &HttpRequest) -> Result<ConnectOptions, Error> {
+    let since = resume_point(req)?;
+    let health = match req
+        .query_string()
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(key, _)| *key == "health")
+        .map(|(_, value)| value)
+    {
+        None | Some("full") => HealthUpdates::Full,
+        Some("summary") => HealthUpdates::Summary,
+        Some(other) => return Err(Error::InvalidHealthMode(truncate(other))),
+    };
+    Ok(ConnectOptions { since, health })
+}

@@ -63,6 +63,7 @@ pub(crate) enum Command {
         queue: mpsc::Sender<Text>,
         kill: oneshot::Sender<Kill>,
         budget: Arc<Budget>,
+        health: crate::HealthUpdates,
         reply: oneshot::Sender<(u64, u64)>,
     },
     Deregister {

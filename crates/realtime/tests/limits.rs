@@ -10,87 +10,26 @@
 // `allow-unwrap-in-tests` covers `#[test]` functions only, not the helpers they share.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::future::poll_fn;
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use awc::ws::{CloseCode, Frame, Message};
-use serde_json::Value;
-use tether_domain::{
-    Clock, InMemoryStore, ManualClock, Metadata, NewSession, NoTokens, Policy, SessionId,
-    SessionManager, Timestamp,
-};
-use tether_realtime::{Hub, RealtimeConfig, resume_point};
+use awc::ws::{CloseCode, Frame};
+use support::{Dashboard, WAIT, World, world};
+use tether_domain::{Metadata, NewSession, SessionId};
+use tether_realtime::RealtimeConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
-/// Bound of any wait for something that should happen promptly.
-const WAIT: Duration = Duration::from_secs(10);
 /// Sessions listed in every `health_update`, and the metadata each carries: about 170 KB a message,
 /// 50 of them a second, so a client that stops reading falls behind fast.
 const SESSIONS: usize = 20;
 const METADATA_BYTES: usize = 8000;
 /// The byte budget of the tests about it: about three `health_update`s.
 const BUDGET: usize = 512 * 1024;
-
-struct World {
-    manager: SessionManager,
-    hub: Hub,
-    server: actix_web::dev::ServerHandle,
-    addr: SocketAddr,
-}
-
-async fn ws_route(
-    req: HttpRequest,
-    body: web::Payload,
-    hub: web::Data<Hub>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let since = resume_point(&req).map_err(actix_web::error::ErrorBadRequest)?;
-    hub.connect(&req, body, since).await
-}
-
-/// The hub and a server wired as the service wires them, `on_connect` included.
-async fn world(config: RealtimeConfig) -> World {
-    let store = Arc::new(InMemoryStore::new());
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_secs(1_795_595_218)));
-    let hub = Hub::start(store.clone(), store.clone(), clock.clone(), config)
-        .await
-        .unwrap();
-    let manager = SessionManager::new(
-        store,
-        Arc::new(NoTokens::default()),
-        Arc::new(hub.clone()),
-        clock,
-        Policy::defaults(),
-    )
-    .unwrap();
-    let data = web::Data::new(hub.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .route("/ws", web::get().to(ws_route))
-    })
-    .on_connect(tether_realtime::on_connect)
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    World {
-        manager,
-        hub,
-        server: handle,
-        addr,
-    }
-}
 
 impl World {
     /// Sessions whose metadata make every `health_update` large.
@@ -111,88 +50,13 @@ impl World {
         }
     }
 
-    async fn stop(self) {
-        self.hub.shutdown().await;
-        self.server.stop(false).await;
-    }
-}
-
-/// A dashboard on awc that reads (and answers pings) only while `reading` is true: while it is
-/// paused, its socket is not read at all, as with a browser tab whose page is frozen.
-struct Dashboard {
-    frames: mpsc::Receiver<Frame>,
-    reading: watch::Sender<bool>,
-}
-
-impl Dashboard {
-    async fn dial(addr: SocketAddr) -> Dashboard {
-        let (response, mut socket) = awc::Client::new()
-            .ws(format!("http://{addr}/ws"))
-            .max_frame_size(4 << 20)
-            .connect()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 101);
-        let (frames_tx, frames) = mpsc::channel(4096);
-        let (reading, mut reading_rx) = watch::channel(true);
-        actix_rt::spawn(async move {
-            loop {
-                if !*reading_rx.borrow_and_update() {
-                    if reading_rx.changed().await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    frame = poll_fn(|cx| std::pin::Pin::new(&mut socket).next_item(cx)) => {
-                        let Some(Ok(frame)) = frame else { break };
-                        if let Frame::Ping(payload) = &frame {
-                            let _ = std::pin::Pin::new(&mut socket).write(Message::Pong(payload.clone()));
-                            let _ = poll_fn(|cx| std::pin::Pin::new(&mut socket).flush(cx)).await;
-                        }
-                        let closed = matches!(frame, Frame::Close(_));
-                        if frames_tx.send(frame).await.is_err() || closed {
-                            break;
-                        }
-                    }
-                    changed = reading_rx.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        Dashboard { frames, reading }
-    }
-
-    async fn frame(&mut self) -> Frame {
-        timeout(WAIT, self.frames.recv())
-            .await
-            .expect("a frame in time")
-            .expect("the socket is open")
-    }
-
-    /// The next JSON message, skipping control frames.
-    async fn next(&mut self) -> Value {
-        loop {
-            match self.frame().await {
-                Frame::Text(bytes) => return serde_json::from_slice(&bytes).unwrap(),
-                Frame::Ping(_) | Frame::Pong(_) => {}
-                other => panic!("expected a text frame, got {other:?}"),
-            }
-        }
-    }
-
-    /// Reads, with `done` checked after each message, until it holds. The messages are the clock.
-    async fn until(&mut self, what: &str, mut done: impl FnMut() -> bool) {
-        timeout(WAIT, async {
-            while !done() {
-                self.next().await;
-            }
-        })
+    /// A dashboard that takes `health_update`s of any size.
+    async fn dashboard(&self) -> Dashboard {
+        Dashboard::connect(
+            awc::Client::new().ws(&self.url).max_frame_size(4 << 20),
+            true,
+        )
         .await
-        .unwrap_or_else(|_| panic!("{what} within {WAIT:?}"));
     }
 }
 
@@ -292,7 +156,7 @@ fn budget_config() -> RealtimeConfig {
 async fn a_dashboard_that_never_reads_is_closed_at_its_byte_budget_and_reset() {
     let w = world(budget_config()).await;
     w.heavy_sessions().await;
-    let mut clock = Dashboard::dial(w.addr).await;
+    let mut clock = w.dashboard().await;
     let stuck = raw(w.addr, Some(4096)).await;
     assert_eq!(w.hub.stats().connections, 2);
 
@@ -333,7 +197,7 @@ async fn a_dashboard_that_keeps_the_heartbeat_but_never_reads_is_closed_at_its_b
     })
     .await;
     w.heavy_sessions().await;
-    let mut clock = Dashboard::dial(w.addr).await;
+    let mut clock = w.dashboard().await;
     let stuck = Arc::new(raw(w.addr, Some(4096)).await);
     // Unsolicited pongs keep the heartbeat satisfied without reading a byte.
     let ponger = {
@@ -365,8 +229,8 @@ async fn a_dashboard_that_keeps_the_heartbeat_but_never_reads_is_closed_at_its_b
 async fn a_slow_consumer_that_reads_again_is_told_1013_slow_consumer() {
     let w = world(budget_config()).await;
     w.heavy_sessions().await;
-    let mut clock = Dashboard::dial(w.addr).await;
-    let mut slow = Dashboard::dial(w.addr).await;
+    let mut clock = w.dashboard().await;
+    let mut slow = w.dashboard().await;
     slow.reading.send(false).unwrap();
 
     let hub = w.hub.clone();

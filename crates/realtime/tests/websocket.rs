@@ -5,83 +5,17 @@
 // `allow-unwrap-in-tests` covers `#[test]` functions only, not the helpers they share.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::future::poll_fn;
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::ws::Item;
-use actix_web::dev::ServerHandle;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use awc::ws::{CloseCode, Frame, Message};
 use serde_json::Value;
-use tether_domain::{
-    Clock, DisconnectReason, EventFeed, InMemoryStore, ManualClock, Metadata, NewSession, NoTokens,
-    Policy, SessionId, SessionManager, Timestamp,
-};
-use tether_realtime::{Hub, RealtimeConfig, resume_point};
-use tokio::sync::mpsc;
-use tokio::time::timeout;
-
-const WAIT: Duration = Duration::from_secs(5);
-
-struct World {
-    store: Arc<InMemoryStore>,
-    clock: Arc<ManualClock>,
-    manager: SessionManager,
-    hub: Hub,
-    server: ServerHandle,
-    url: String,
-}
-
-async fn ws_route(
-    req: HttpRequest,
-    body: web::Payload,
-    hub: web::Data<Hub>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let since = resume_point(&req).map_err(actix_web::error::ErrorBadRequest)?;
-    hub.connect(&req, body, since).await
-}
-
-async fn world(config: RealtimeConfig) -> World {
-    let store = Arc::new(InMemoryStore::new());
-    let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_795_595_218)));
-    let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let hub = Hub::start(store.clone(), store.clone(), dyn_clock.clone(), config)
-        .await
-        .unwrap();
-    let manager = SessionManager::new(
-        store.clone(),
-        Arc::new(NoTokens::default()),
-        Arc::new(hub.clone()),
-        dyn_clock,
-        Policy::defaults(),
-    )
-    .unwrap();
-
-    let data = web::Data::new(hub.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .route("/ws", web::get().to(ws_route))
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    World {
-        store,
-        clock,
-        manager,
-        hub,
-        server: handle,
-        url: format!("http://{addr}/ws"),
-    }
-}
+use support::{Dashboard, World, world};
+use tether_domain::{DisconnectReason, EventFeed, Metadata, NewSession, SessionId};
+use tether_realtime::RealtimeConfig;
 
 impl World {
     async fn open(&self, id: &str) {
@@ -116,100 +50,6 @@ impl World {
 
     async fn dial(&self, query: &str) -> Dashboard {
         Dashboard::dial(&format!("{}{query}", self.url), &[], true).await
-    }
-
-    async fn stop(self) {
-        self.hub.shutdown().await;
-        self.server.stop(false).await;
-    }
-}
-
-/// A dashboard client. A local task owns the socket (awc's `Framed`) and relays frames over channels,
-/// so tests wait on a channel with a timeout.
-struct Dashboard {
-    frames: mpsc::Receiver<Frame>,
-    out: mpsc::Sender<Message>,
-}
-
-impl Dashboard {
-    async fn dial(url: &str, headers: &[(&str, &str)], answer_pings: bool) -> Dashboard {
-        let mut request = awc::Client::new().ws(url);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let (response, mut socket) = request.connect().await.unwrap();
-        assert_eq!(response.status().as_u16(), 101);
-        let (frames_tx, frames) = mpsc::channel(4096);
-        let (out, mut out_rx) = mpsc::channel::<Message>(16);
-        actix_rt::spawn(async move {
-            loop {
-                tokio::select! {
-                    frame = poll_fn(|cx| std::pin::Pin::new(&mut socket).next_item(cx)) => {
-                        let Some(Ok(frame)) = frame else { break };
-                        if let (Frame::Ping(payload), true) = (&frame, answer_pings) {
-                            let _ = std::pin::Pin::new(&mut socket).write(Message::Pong(payload.clone()));
-                            let _ = poll_fn(|cx| std::pin::Pin::new(&mut socket).flush(cx)).await;
-                        }
-                        let closed = matches!(frame, Frame::Close(_));
-                        if frames_tx.send(frame).await.is_err() || closed {
-                            break;
-                        }
-                    }
-                    message = out_rx.recv() => {
-                        let Some(message) = message else { break };
-                        if std::pin::Pin::new(&mut socket).write(message).is_err() {
-                            break;
-                        }
-                        if poll_fn(|cx| std::pin::Pin::new(&mut socket).flush(cx)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        Dashboard { frames, out }
-    }
-
-    async fn frame(&mut self) -> Frame {
-        timeout(WAIT, self.frames.recv())
-            .await
-            .expect("a frame in time")
-            .expect("the socket is open")
-    }
-
-    /// The next JSON message, skipping control frames.
-    async fn next(&mut self) -> Value {
-        loop {
-            match self.frame().await {
-                Frame::Text(bytes) => return serde_json::from_slice(&bytes).unwrap(),
-                Frame::Ping(_) | Frame::Pong(_) => {}
-                other => panic!("expected a text frame, got {other:?}"),
-            }
-        }
-    }
-
-    /// The next message that is not a `health_update`.
-    async fn next_event(&mut self) -> Value {
-        loop {
-            let msg = self.next().await;
-            if msg["type"] != "health_update" {
-                return msg;
-            }
-        }
-    }
-
-    /// The close frame, skipping anything before it.
-    async fn close_frame(&mut self) -> (CloseCode, Option<String>) {
-        loop {
-            if let Frame::Close(reason) = self.frame().await {
-                let reason = reason.expect("a close code");
-                return (reason.code, reason.description);
-            }
-        }
-    }
-
-    async fn send(&self, message: Message) {
-        self.out.send(message).await.unwrap();
     }
 }
 
@@ -452,6 +292,9 @@ async fn resume_is_not_recovered_past_pruning_or_from_another_outbox() {
         3,
         "the hub's position, to resume from next time"
     );
+    // Counted before `resumed` is sent: three replays, two of them incomplete.
+    let stats = w.hub.stats();
+    assert_eq!((stats.replays, stats.incomplete_replays), (3, 2));
     w.stop().await;
 }
 
@@ -462,6 +305,8 @@ async fn health_update_has_the_breakdown_and_the_last_event_seq() {
         ..RealtimeConfig::default()
     })
     .await;
+    // No summary yet, so no counts to reuse.
+    assert_eq!(w.hub.recent_counts(Duration::from_secs(3600)), None);
     let mut d = w.dial("").await;
     w.open("a").await;
     w.clock.advance(Duration::from_secs(1));
@@ -489,6 +334,15 @@ async fn health_update_has_the_breakdown_and_the_last_event_seq() {
         serde_json::json!({"active": 2, "idle": 0, "disconnected": 1, "total": 3})
     );
     assert_eq!(data["timestamp"], health["timestamp"]);
+    // The same counts, kept for a metrics scrape (stored before the summary is sent).
+    assert_eq!(
+        w.hub.recent_counts(Duration::from_secs(3600)),
+        Some(tether_domain::StatusCounts {
+            active: 2,
+            idle: 0,
+            disconnected: 1
+        })
+    );
     let sessions = data["sessions"].as_array().unwrap();
     let ids: Vec<&str> = sessions
         .iter()

@@ -1,7 +1,9 @@
-//! Test support shared by Tether's crates (dev-dependency only): a fresh database per test that is
-//! removed when the test ends — also when it fails, since a panicking test never reaches its own
-//! cleanup — and the rule for PostgreSQL tests: skipped loudly when `TETHER_TEST_POSTGRES_URL` is
-//! unset, a failure instead when `CI` is set.
+//! Test support shared by Tether's crates: a fresh database per test that is removed when the test
+//! ends — also when it fails, since a panicking test never reaches its own cleanup —, the rule for
+//! PostgreSQL tests (skipped loudly when `TETHER_TEST_POSTGRES_URL` is unset, a failure instead when
+//! `CI` is set), the real `tether` binary as a child process ([`launch`]) and what `/proc` tells
+//! about it ([`procfs`]). A dev-dependency everywhere but in the load generators, which are not
+//! shipped either.
 //!
 //! ```
 //! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -11,6 +13,9 @@
 //! db.remove().await; // or just let it drop
 //! # });
 //! ```
+
+pub mod launch;
+pub mod procfs;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

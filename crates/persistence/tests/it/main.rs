@@ -4,6 +4,7 @@
 
 mod contract;
 mod detached;
+mod observed;
 mod outbox;
 mod reconnect;
 mod schema;

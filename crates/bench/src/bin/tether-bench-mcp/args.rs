@@ -1,20 +1,11 @@
-//! Command-line flags, parsed by hand like the other two benches.
+//! Command-line flags, parsed by hand with the shared helpers (`tether_bench::flags`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tether_bench::BoxError;
-
-/// Which database backends to measure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backends {
-    /// SQLite only.
-    Sqlite,
-    /// PostgreSQL only.
-    Postgres,
-    /// Both, SQLite first.
-    Both,
-}
+use tether_bench::backend::Backends;
+use tether_bench::flags::{self, Flags, within};
 
 /// Everything the run needs to know.
 #[derive(Clone, Debug)]
@@ -64,29 +55,6 @@ USAGE: tether-bench-mcp [FLAGS]
   -h, --help                 this text
 ";
 
-fn default_tether() -> PathBuf {
-    // `make bench` runs target/release/tether-bench-mcp; the server is built into the same directory.
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("tether")))
-        .unwrap_or_else(|| PathBuf::from("target/release/tether"))
-}
-
-fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, BoxError> {
-    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
-    value
-        .parse()
-        .map_err(|_| format!("{flag}: {value:?} is not a valid number").into())
-}
-
-fn seconds(flag: &str, value: Option<String>) -> Result<Duration, BoxError> {
-    let secs: f64 = number(flag, value)?;
-    if !(0.0..=600.0).contains(&secs) {
-        return Err(format!("{flag}: must be between 0 and 600 seconds").into());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 impl Args {
     /// Parses the process arguments. `Ok(None)` means help was asked for (and printed).
     ///
@@ -94,7 +62,7 @@ impl Args {
     /// A message naming the bad flag.
     pub fn parse() -> Result<Option<Self>, BoxError> {
         let mut args = Self {
-            tether: default_tether(),
+            tether: flags::default_tether(),
             backends: Backends::Both,
             concurrency: 32,
             pool: 16,
@@ -106,54 +74,32 @@ impl Args {
             probe_calls: 100,
             restore_keep_alive: false,
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
+        let mut it = Flags::from_env();
+        while let Some(flag) = it.next_flag() {
             match flag.as_str() {
                 "-h" | "--help" => {
                     print!("{USAGE}");
                     return Ok(None);
                 }
-                "--tether" => {
-                    args.tether = PathBuf::from(it.next().ok_or("--tether needs a path")?);
-                }
-                "--backend" => {
-                    args.backends = match it.next().as_deref() {
-                        Some("sqlite") => Backends::Sqlite,
-                        Some("postgres") => Backends::Postgres,
-                        Some("both") => Backends::Both,
-                        other => {
-                            return Err(format!(
-                                "--backend: {other:?} is not sqlite, postgres or both"
-                            )
-                            .into());
-                        }
-                    };
-                }
-                "--concurrency" => args.concurrency = number(&flag, it.next())?,
-                "--pool" => args.pool = number(&flag, it.next())?,
-                "--duration" => args.duration = seconds(&flag, it.next())?,
-                "--warmup" => args.warmup = seconds(&flag, it.next())?,
-                "--restore-sessions" => args.restore_sessions = number(&flag, it.next())?,
-                "--restore-concurrency" => args.restore_concurrency = number(&flag, it.next())?,
+                "--tether" => args.tether = it.path(&flag)?,
+                "--backend" => args.backends = it.backends()?,
+                "--concurrency" => args.concurrency = it.number(&flag)?,
+                "--pool" => args.pool = it.number(&flag)?,
+                "--duration" => args.duration = it.seconds(&flag)?,
+                "--warmup" => args.warmup = it.seconds(&flag)?,
+                "--restore-sessions" => args.restore_sessions = it.number(&flag)?,
+                "--restore-concurrency" => args.restore_concurrency = it.number(&flag)?,
                 "--no-activity" => args.no_activity = true,
-                "--probe-calls" => args.probe_calls = number(&flag, it.next())?,
+                "--probe-calls" => args.probe_calls = it.number(&flag)?,
                 "--restore-keep-alive" => args.restore_keep_alive = true,
-                other => return Err(format!("unknown flag {other:?} (see --help)").into()),
+                other => return Err(flags::unknown(other)),
             }
         }
         // Bounds that keep one run short and its memory small on a 2-core machine.
-        if !(1..=512).contains(&args.concurrency) {
-            return Err("--concurrency must be 1..=512".into());
-        }
-        if !(1..=256).contains(&args.pool) {
-            return Err("--pool must be 1..=256".into());
-        }
-        if !(1..=100_000).contains(&args.restore_sessions) {
-            return Err("--restore-sessions must be 1..=100000".into());
-        }
-        if !(1..=512).contains(&args.restore_concurrency) {
-            return Err("--restore-concurrency must be 1..=512".into());
-        }
+        within("--concurrency", args.concurrency, 1..=512)?;
+        within("--pool", args.pool, 1..=256)?;
+        within("--restore-sessions", args.restore_sessions, 1..=100_000)?;
+        within("--restore-concurrency", args.restore_concurrency, 1..=512)?;
         if args.probe_calls > 10_000 {
             return Err("--probe-calls must be at most 10000".into());
         }

@@ -3,15 +3,11 @@
 //!
 //! awc's client is not `Send`: everything here runs on the main thread's actix-rt System.
 
-use std::time::Duration;
-
 use awc::http::StatusCode;
 use serde_json::Value;
 
 /// The protocol version the bench speaks (`initialize`, then the `MCP-Protocol-Version` header).
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
-/// Per-request timeout: far above any healthy latency, short enough to keep a run bounded.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer read (a `session_info` answer is about 1 KiB).
 const MAX_BODY: usize = 1 << 20;
 /// Characters of an unexpected answer kept in an error message.
@@ -93,17 +89,8 @@ impl Op {
 impl Client {
     /// A client for `base_url` (`http://127.0.0.1:PORT`) holding up to `connections` connections.
     pub fn new(base_url: &str, key: &str, connections: usize, conn: Conn) -> Self {
-        let connector = awc::Connector::new()
-            .limit(connections)
-            // Below actix-web's 5 s server keep-alive, so the client never reuses a connection the
-            // server is closing between two phases.
-            .conn_keep_alive(Duration::from_secs(3));
         Self {
-            http: awc::Client::builder()
-                .connector(connector)
-                .timeout(REQUEST_TIMEOUT)
-                .disable_redirects()
-                .finish(),
+            http: tether_bench::http::client(connections),
             mcp: format!("{base_url}/mcp"),
             api: format!("{base_url}/api/mcp"),
             auth: format!("Bearer {key}"),

@@ -25,10 +25,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tether_bench::BoxError;
-use tether_bench::backend::{Fresh, Kind, POSTGRES_ENV};
+use tether_bench::backend::{self, Fresh, Kind};
 use tether_bench::server::{self, Launch, Server};
+use tether_testkit::procfs::{self, Pid};
 
-use args::{Args, Backends};
+use args::Args;
 use client::{Client, Conn, Op};
 use report::{Measured, PerSession, ProcessEnd, Report};
 
@@ -43,42 +44,14 @@ fn main() -> Result<(), BoxError> {
     let Some(mut args) = Args::parse()? else {
         return Ok(());
     };
-    if !args.tether.is_file() {
-        return Err(format!(
-            "no tether binary at {} (build it with `cargo build --release -p tether-api`, or \
-             pass --tether PATH)",
-            args.tether.display()
-        )
-        .into());
-    }
-    // The server runs in a temporary directory: a relative path would resolve from there.
-    args.tether = std::fs::canonicalize(&args.tether)?;
+    args.tether = tether_bench::flags::tether_binary(&args.tether, "")?;
     // For the database helper (create/drop); the HTTP load runs on one actix-rt thread.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let kinds: &[Kind] = match args.backends {
-        Backends::Sqlite => &[Kind::Sqlite],
-        Backends::Postgres => &[Kind::Postgres],
-        Backends::Both => &[Kind::Sqlite, Kind::Postgres],
-    };
-    let admin_url = std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty());
-    let mut reports = Vec::new();
-    for &kind in kinds {
-        if kind == Kind::Postgres && admin_url.is_none() {
-            eprintln!(
-                "\n!!!!!!!! {POSTGRES_ENV} is not set: SKIPPING the PostgreSQL backend !!!!!!!!\n\
-                 !!!!!!!! set it to an admin URL, e.g. postgres://postgres@127.0.0.1:5432/test \
-                 !!!!!!!!\n"
-            );
-            let mut r = Report::new(kind);
-            r.skipped = Some(format!("{POSTGRES_ENV} unset"));
-            reports.push(r);
-            continue;
-        }
-        eprintln!("== MCP: {} ==", kind.label());
-        reports.push(measure(&rt, &args, kind, admin_url.as_deref()));
-    }
+    let reports = backend::each_backend(&rt, args.backends, "MCP: ", |fresh, report| {
+        measure_on(&args, fresh, report)
+    });
 
     println!(
         "{c} workers each on its own MCP session, pool {pool}, each closed loop {d} s after {w} s \
@@ -112,65 +85,31 @@ fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Everything on one backend, on a database created for it and removed afterwards.
-fn measure(rt: &tokio::runtime::Runtime, args: &Args, kind: Kind, admin: Option<&str>) -> Report {
-    let mut report = Report::new(kind);
-    let fresh = match rt.block_on(Fresh::create(kind, admin)) {
-        Ok(f) => f,
-        Err(e) => {
-            report.error = Some(format!("cannot create the database: {e}"));
-            return report;
-        }
-    };
-    if let Err(e) = measure_on(args, &fresh, &mut report) {
-        eprintln!("  failed: {e}");
-        report.error = Some(e.to_string());
-    }
-    if let Err(e) = rt.block_on(fresh.destroy()) {
-        eprintln!("  could not remove the bench database: {e}");
-    }
-    report
-}
-
 fn start(args: &Args, fresh: &Fresh, which: &str) -> Result<Server, BoxError> {
-    let server = Server::start(&Launch {
-        exe: &args.tether,
-        workdir: &fresh.workdir,
-        database_url: &fresh.url,
-        api_key: API_KEY,
-        secret: SECRET,
-        pool: args.pool,
-        shipped_limits: false,
-    })?;
+    let server = Launch {
+        pool: Some(args.pool),
+        ..Launch::new(&args.tether, &fresh.workdir, &fresh.url, API_KEY, SECRET)
+    }
+    .start()?;
     eprintln!(
         "  {which} instance: tether pid {} at {}",
         server.pid(),
-        server.base_url
+        server.base_url()
     );
     Ok(server)
 }
 
 /// Stops a server (SIGTERM) and says how it went; its last stderr lines go to stderr if any.
-fn finish(mut server: Server, which: &str) -> ProcessEnd {
-    let panics = server.panics();
-    let stderr_lines = server.stderr_lines();
-    let alive = server.alive();
-    let tail = server.stderr_tail();
-    if !tail.is_empty() {
-        eprintln!("  {which} instance: tether's last stderr lines:\n  {tail}");
-    }
-    let exit = match (alive, server.stop()) {
-        (false, Ok(status)) => format!("exited during the run ({status})"),
-        (true, Ok(status)) => status.to_string(),
-        (_, Err(e)) => e.to_string(),
-    };
+fn finish(server: Server, which: &str) -> ProcessEnd {
+    let ended = server::finish(server, &format!("{which} instance: "));
     ProcessEnd {
-        panics,
-        stderr_lines,
-        exit,
+        panics: ended.panics,
+        stderr_lines: ended.stderr_lines,
+        exit: ended.describe(),
     }
 }
 
+/// Everything on one backend, on the database [`backend::each_backend`] created for it.
 fn measure_on(args: &Args, fresh: &Fresh, report: &mut Report) -> Result<(), BoxError> {
     let system = actix_rt::System::new();
     let first = start(args, fresh, "first")?;
@@ -216,7 +155,7 @@ async fn first_phases(
     report: &mut Report,
 ) -> Result<Vec<String>, BoxError> {
     let client = Rc::new(Client::new(
-        &server.base_url,
+        server.base_url(),
         API_KEY,
         args.concurrency.max(OPEN_CONCURRENCY) + 8,
         Conn::KeepAlive,
@@ -293,7 +232,7 @@ async fn first_phases(
     }
 
     if args.probe_calls > 0 {
-        let fresh = Client::new(&server.base_url, API_KEY, 4, Conn::New);
+        let fresh = Client::new(server.base_url(), API_KEY, 4, Conn::New);
         let sid = &loop_sids[0];
         for op in [Op::McpSessionInfo, Op::RestGet] {
             for (conn, c) in [(Conn::KeepAlive, client.as_ref()), (Conn::New, &fresh)] {
@@ -333,23 +272,24 @@ async fn closed_loop(
     sids: &[String],
     ids: &mut u64,
 ) -> Result<Measured, BoxError> {
-    let ticks = server::clock_ticks();
+    let ticks = procfs::clock_ticks();
+    let pid = Pid::Of(server.pid());
     if !args.warmup.is_zero() {
         load::closed(client.clone(), op, sids, args.warmup, ids).await;
     }
-    let sched = server.sched_time()?;
-    let own = server::sched_time("self")?;
-    let idle = server::machine_idle(ticks)?;
-    let machine = server::machine_busy(ticks)?;
+    let sched = procfs::sched_time(pid)?;
+    let own = procfs::sched_time(Pid::This)?;
+    let idle = procfs::machine_idle(ticks)?;
+    let machine = procfs::machine_busy(ticks)?;
     let started = Instant::now();
     let run = load::closed(client, op, sids, args.duration, ids).await;
     let wall = started.elapsed();
     Ok(Measured {
-        server_cpu: server.sched_time()?.saturating_sub(sched).as_secs_f64(),
-        bench_cpu: server::sched_time("self")?
+        server_cpu: procfs::sched_time(pid)?.saturating_sub(sched).as_secs_f64(),
+        bench_cpu: procfs::sched_time(Pid::This)?
             .saturating_sub(own)
             .as_secs_f64(),
-        machine_ticks: server::machine_busy(ticks)?
+        machine_ticks: procfs::machine_busy(ticks)?
             .saturating_sub(machine)
             .as_secs_f64(),
         machine_cpu: busy_since(wall, idle, ticks)?,
@@ -360,7 +300,7 @@ async fn closed_loop(
 /// The whole machine's busy time over the last `wall`, from its idle time (measured exactly on a
 /// tickless kernel), in seconds.
 fn busy_since(wall: Duration, idle_before: Duration, ticks: u64) -> Result<f64, BoxError> {
-    let idle = server::machine_idle(ticks)?.saturating_sub(idle_before);
+    let idle = procfs::machine_idle(ticks)?.saturating_sub(idle_before);
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     Ok((wall.as_secs_f64() * cores - idle.as_secs_f64()).max(0.0))
 }
@@ -378,14 +318,15 @@ async fn restore_phases(
         Conn::New
     };
     let client = Rc::new(Client::new(
-        &server.base_url,
+        server.base_url(),
         API_KEY,
         args.restore_concurrency + 8,
         conn,
     ));
     // Let the new process settle (its first database connections, the listener) before timing.
     actix_rt::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = server.memory_kib()?.0;
+    let pid = Pid::Of(server.pid());
+    let rss_before = procfs::memory_kib(pid)?.rss;
     for (first_call, id) in [(true, 2u64), (false, 3u64)] {
         eprintln!(
             "  {} tools/call of {} sessions on the second instance, {} in flight",
@@ -397,13 +338,13 @@ async fn restore_phases(
             sids.len(),
             args.restore_concurrency
         );
-        let ticks = server::clock_ticks();
-        let sched = server.sched_time()?;
-        let idle = server::machine_idle(ticks)?;
+        let ticks = procfs::clock_ticks();
+        let sched = procfs::sched_time(pid)?;
+        let idle = procfs::machine_idle(ticks)?;
         let started = Instant::now();
         let run = load::once_each(client.clone(), sids, args.restore_concurrency, id).await;
         let p = PerSession {
-            server_cpu: server.sched_time()?.saturating_sub(sched).as_secs_f64(),
+            server_cpu: procfs::sched_time(pid)?.saturating_sub(sched).as_secs_f64(),
             machine_cpu: busy_since(started.elapsed(), idle, ticks)?,
             run,
         };
@@ -415,7 +356,7 @@ async fn restore_phases(
             p.machine_cpu / p.run.elapsed.as_secs_f64().max(1e-9)
         );
         if first_call {
-            report.rss_restore = Some((rss_before, server.memory_kib()?.0));
+            report.rss_restore = Some((rss_before, procfs::memory_kib(pid)?.rss));
             report.restore = Some(p);
         } else {
             report.warm = Some(p);

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use tether_bench::backend::Kind;
+use tether_bench::backend::{BackendReport, Kind};
+use tether_bench::table::{self, thousands};
 
 use crate::args::Args;
 use crate::client::{Conn, Op};
@@ -96,9 +97,8 @@ pub struct Report {
     pub second_end: Option<ProcessEnd>,
 }
 
-impl Report {
-    /// An empty report for `kind`.
-    pub fn new(kind: Kind) -> Self {
+impl BackendReport for Report {
+    fn new(kind: Kind) -> Self {
         Self {
             kind,
             skipped: None,
@@ -117,6 +117,16 @@ impl Report {
         }
     }
 
+    fn skip(&mut self, why: String) {
+        self.skipped = Some(why);
+    }
+
+    fn fail(&mut self, error: String) {
+        self.error = Some(error);
+    }
+}
+
+impl Report {
     /// Failed requests of every phase, with the 5xx among them.
     pub fn failures(&self) -> (u64, u64) {
         let tallies = [
@@ -140,23 +150,6 @@ impl Report {
             .find(|(o, c, _)| *o == op && *c == conn)
             .map(|(_, _, t)| t)
     }
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(x: f64) -> String {
-    let n = x.round().max(0.0) as u64;
-    let digits = n.to_string();
-    // The first group holds 1 to 3 digits, every later one exactly 3.
-    let first = match digits.len() % 3 {
-        0 => 3.min(digits.len()),
-        r => r,
-    };
-    let mut out = digits[..first].to_owned();
-    for group in digits.as_bytes()[first..].chunks(3) {
-        out.push(',');
-        out.extend(group.iter().map(|&b| char::from(b)));
-    }
-    out
 }
 
 fn p50_p99(t: &Tally) -> String {
@@ -452,27 +445,21 @@ pub fn table(args: &Args, reports: &[Report]) -> String {
         ),
     ];
 
-    let mut out = String::new();
-    let _ = write!(out, "| measure |");
-    for r in reports {
-        let _ = write!(out, " {} |", r.kind.label());
-    }
-    let _ = write!(out, "\n|---|");
-    for _ in reports {
-        let _ = write!(out, "---|");
-    }
-    out.push('\n');
-    for (name, cell) in &rows {
-        let _ = write!(out, "| {name} |");
-        for r in reports {
-            let text = match &r.skipped {
-                Some(why) => format!("skipped: {why}"),
-                None => cell(r).unwrap_or_else(|| "-".into()),
-            };
-            let _ = write!(out, " {text} |");
-        }
-        out.push('\n');
-    }
+    let mut head = vec!["measure".to_owned()];
+    head.extend(reports.iter().map(|r| r.kind.label().to_owned()));
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(name, cell)| {
+            let mut line = vec![name.clone()];
+            line.extend(
+                reports
+                    .iter()
+                    .map(|r| table::cell(r.skipped.as_deref(), || cell(r))),
+            );
+            line
+        })
+        .collect();
+    let mut out = table::markdown(&head, &lines);
     for r in reports {
         if let Some(e) = &r.error {
             let _ = writeln!(out, "\n{} run failed: {e}", r.kind.label());
@@ -497,17 +484,4 @@ pub fn table(args: &Args, reports: &[Report]) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0.0), "0");
-        assert_eq!(thousands(999.4), "999");
-        assert_eq!(thousands(1234.0), "1,234");
-        assert_eq!(thousands(1_234_567.0), "1,234,567");
-    }
 }

@@ -11,7 +11,7 @@ use crate::fleet::Fleet;
 use crate::http::Api;
 use crate::report::Cross;
 use crate::rounds::round;
-use crate::server::{self, Launch, Server, TempDir};
+use crate::server::{self, Launch, TempDir};
 use crate::{API_KEY, BoxError, SECRET};
 
 /// Step 7: two instances on one fresh PostgreSQL database.
@@ -35,29 +35,22 @@ async fn cross_on(
     url: &str,
     workdir: &Path,
 ) -> Result<Cross, BoxError> {
-    let launch = Launch {
-        exe: &args.tether,
-        workdir,
-        database_url: url,
-        api_key: API_KEY,
-        secret: SECRET,
-        env: Vec::new(),
-    };
+    let launch = Launch::new(&args.tether, workdir, url, API_KEY, SECRET);
     // One after the other: the second finds the schema migrated (concurrent starts are safe too,
     // but are not what is measured here).
-    let mut a = Server::start(&launch)?;
-    let mut b = Server::start(&launch)?;
+    let mut a = launch.start()?;
+    let mut b = launch.start()?;
     eprintln!(
         "  A: pid {} at {}; B: pid {} at {}",
         a.pid(),
-        a.base,
+        a.base_url(),
         b.pid(),
-        b.base
+        b.base_url()
     );
-    let api = Api::new(&a.base, API_KEY);
+    let api = Api::new(a.base_url(), API_KEY);
     for (group, server) in [(0u8, &a), (1u8, &b)] {
         let ramp = fleet
-            .connect(&server.ws_url(), API_KEY, group, 1, 1)
+            .connect(&server::ws_url(server), API_KEY, group, 1, 1)
             .await?;
         if ramp.ok != 1 {
             return Err(format!("dashboard: {}", ramp.first_error.unwrap_or_default()).into());
@@ -103,8 +96,8 @@ async fn cross_on(
         remote.latency.triple()
     );
     fleet.close_all().await?;
-    a.stop();
-    b.stop();
+    server::stop(&mut a);
+    server::stop(&mut b);
     Ok(Cross {
         local,
         remote,

@@ -6,6 +6,8 @@ use crate::args::Args;
 use crate::fleet::Fleet;
 use crate::http::Api;
 use crate::report::HealthPoint;
+use tether_testkit::procfs::{self, Pid};
+
 use crate::server::{self, Server, TempDir};
 use crate::{API_KEY, BoxError, sqlite_server};
 
@@ -25,7 +27,7 @@ pub async fn health(args: &Args, fleet: &Fleet) -> Result<Vec<HealthPoint>, BoxE
     if let Err(e) = fleet.close_all().await {
         eprintln!("  could not close the dashboards: {e}");
     }
-    server.stop();
+    server::stop(&mut server);
     result
 }
 
@@ -34,9 +36,10 @@ async fn health_windows(
     fleet: &Fleet,
     server: &mut Server,
 ) -> Result<Vec<HealthPoint>, BoxError> {
-    let api = Api::new(&server.base, API_KEY);
-    let ws = server.ws_url();
-    let ticks_per_s = server::clock_ticks() as f64;
+    let api = Api::new(server.base_url(), API_KEY);
+    let ws = server::ws_url(server);
+    let pid = Pid::Of(server.pid());
+    let ticks_per_s = procfs::clock_ticks() as f64;
     if args.health_sessions > 0 {
         let ids = (0..args.health_sessions)
             .map(|i| format!("h-{i}"))
@@ -64,17 +67,17 @@ async fn health_windows(
             connected = n;
         }
         tokio::time::sleep(args.settle).await;
-        let cpu0 = server.cpu_ticks()?;
-        let sched0 = server.sched_ns()?;
-        let own0 = server::cpu_ticks("self")?;
-        let machine0 = server::machine_busy_ticks()?;
+        let cpu0 = procfs::cpu_ticks(pid)?;
+        let sched0 = procfs::sched_time(pid)?;
+        let own0 = procfs::cpu_ticks(Pid::This)?;
+        let machine0 = procfs::machine_busy_ticks()?;
         let frames0 = fleet.health_frames();
         let t0 = Instant::now();
         tokio::time::sleep(args.health_window).await;
-        let cpu = (server.cpu_ticks()?.saturating_sub(cpu0)) as f64 / ticks_per_s;
-        let sched = (server.sched_ns()?.saturating_sub(sched0)) as f64 / 1e9;
-        let own = (server::cpu_ticks("self")?.saturating_sub(own0)) as f64 / ticks_per_s;
-        let machine = (server::machine_busy_ticks()?.saturating_sub(machine0)) as f64 / ticks_per_s;
+        let cpu = (procfs::cpu_ticks(pid)?.saturating_sub(cpu0)) as f64 / ticks_per_s;
+        let sched = procfs::sched_time(pid)?.saturating_sub(sched0).as_nanos() as f64 / 1e9;
+        let own = (procfs::cpu_ticks(Pid::This)?.saturating_sub(own0)) as f64 / ticks_per_s;
+        let machine = (procfs::machine_busy_ticks()?.saturating_sub(machine0)) as f64 / ticks_per_s;
         let frames = fleet.health_frames().saturating_sub(frames0) as f64;
         let window = t0.elapsed().as_secs_f64();
         let ticks = if n > 0 {

@@ -3,14 +3,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Duration;
 
 use awc::http::StatusCode;
 use awc::http::header::CONTENT_TYPE;
 use serde_json::Value;
-
-/// Per-request bound: far above any healthy latency, short enough to keep a run bounded.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client of one server's `/api/mcp`. Cheap to clone (awc's client is an `Rc`).
 #[derive(Clone)]
@@ -23,17 +19,8 @@ pub struct Api {
 impl Api {
     /// A client for `base` (`http://127.0.0.1:PORT`).
     pub fn new(base: &str, key: &str) -> Self {
-        let connector = awc::Connector::new()
-            .limit(64)
-            // Below actix-web's 5 s keep-alive, so a pooled connection the server is closing
-            // between two phases is never reused.
-            .conn_keep_alive(Duration::from_secs(3));
         Self {
-            client: awc::Client::builder()
-                .connector(connector)
-                .timeout(REQUEST_TIMEOUT)
-                .disable_redirects()
-                .finish(),
+            client: tether_bench::http::client(64),
             base: format!("{base}/api/mcp").into(),
             key: key.into(),
         }

@@ -9,6 +9,8 @@ use crate::fleet::{self, Fleet};
 use crate::http::Api;
 use crate::report::{LatencyRun, Rss, Stall};
 use crate::rounds::{Raw, event_maxima, round, single};
+use tether_testkit::procfs::{self, Pid};
+
 use crate::server::{self, Server, TempDir};
 use crate::{API_KEY, BoxError, seed, sqlite_server};
 
@@ -65,7 +67,7 @@ pub async fn latency_run(args: &Args, fleet: &Fleet, n: usize, queue: Option<usi
         eprintln!("  could not close the dashboards: {e}");
     }
     let stopping = Instant::now();
-    run.clean_exit = server.stop();
+    run.clean_exit = server::stop(&mut server);
     run.stop_time = stopping.elapsed();
     run.server_log = (server.stderr_lines(), server.stderr_tail());
     run
@@ -105,10 +107,11 @@ async fn latency_steps(
     label: &str,
     run: &mut LatencyRun,
 ) -> Result<(), BoxError> {
-    let api = Api::new(&server.base, API_KEY);
-    let ws = server.ws_url();
+    let api = Api::new(server.base_url(), API_KEY);
+    let ws = server::ws_url(server);
+    let rss_kib = || procfs::memory_kib(Pid::Of(server.pid())).map(|m| m.rss);
     let n = run.n;
-    let start = server.rss_kib()?;
+    let start = rss_kib()?;
     // A few dashboards first: what the very first connections allocate once (worker buffers,
     // allocator arenas) is then outside the marginal figure, which counts only the rest. Their
     // first tick also starts a 5 s stretch without one, in which the rest connect, so that the
@@ -121,7 +124,7 @@ async fn latency_steps(
     )?;
     fleet.after_tick(warm, TICK_WAIT).await;
     let frames = fleet.health_frames();
-    let before = server.rss_kib()?;
+    let before = rss_kib()?;
     eprintln!(
         "  opening {} more dashboards ({} handshakes in flight)",
         n - warm,
@@ -139,14 +142,14 @@ async fn latency_steps(
     );
     run.ramp = Some(expect_all(ramp)?);
     tokio::time::sleep(CONNECTED_SETTLE).await;
-    let connected = server.rss_kib()?;
+    let connected = rss_kib()?;
     let clean = fleet.health_frames() == frames;
     run.counted = Some(api.dashboards().await?);
     // Every dashboard gets a `health_update` every 5 s, and actix-http keeps a connection's grown
     // write buffer (up to 128 KiB): an idle dashboard's memory is what it holds after one.
     run.tick_spread = fleet.after_tick(n, TICK_WAIT).await;
     tokio::time::sleep(TICK_SETTLE).await;
-    let after = server.rss_kib()?;
+    let after = rss_kib()?;
     run.rss = Some(Rss {
         start,
         warm: before,
@@ -263,7 +266,7 @@ impl Stage<'_> {
                 .map_err(|e| format!("stalled dashboard: {e}"))?;
             stalled = Some(socket);
             tokio::time::sleep(STALL_FILL).await;
-            queues = Some(server::tcp_queues(self.server.port)?);
+            queues = Some(server::tcp_queues(self.server.port())?);
             with = Some(self.api.dashboards().await?);
         }
         self.fleet.after_tick(self.n, TICK_WAIT).await;
@@ -341,21 +344,21 @@ struct Probe {
 impl Probe {
     fn start(server: &Server) -> Result<Self, BoxError> {
         Ok(Self {
-            server: server.cpu_ticks()?,
-            bench: server::cpu_ticks("self")?,
-            machine: server::machine_busy_ticks()?,
+            server: procfs::cpu_ticks(Pid::Of(server.pid()))?,
+            bench: procfs::cpu_ticks(Pid::This)?,
+            machine: procfs::machine_busy_ticks()?,
             at: Instant::now(),
         })
     }
 
     /// Cores, on average, used by (the server, the bench, everything else) since the start.
     fn cores(&self, server: &Server) -> Result<(f64, f64, f64), BoxError> {
-        let tick = server::clock_ticks() as f64;
+        let tick = procfs::clock_ticks() as f64;
         let wall = self.at.elapsed().as_secs_f64().max(1e-3);
         let busy = |now: u64, then: u64| now.saturating_sub(then) as f64 / tick / wall;
-        let s = busy(server.cpu_ticks()?, self.server);
-        let b = busy(server::cpu_ticks("self")?, self.bench);
-        let m = busy(server::machine_busy_ticks()?, self.machine);
+        let s = busy(procfs::cpu_ticks(Pid::Of(server.pid()))?, self.server);
+        let b = busy(procfs::cpu_ticks(Pid::This)?, self.bench);
+        let m = busy(procfs::machine_busy_ticks()?, self.machine);
         Ok((s, b, (m - s - b).max(0.0)))
     }
 }

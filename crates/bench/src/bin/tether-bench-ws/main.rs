@@ -49,16 +49,7 @@ fn main() -> Result<(), BoxError> {
     let Some(mut args) = Args::parse()? else {
         return Ok(());
     };
-    if !args.tether.is_file() {
-        return Err(format!(
-            "no tether binary at {} (build it with `cargo build --release -p tether-api`, or pass \
-             --tether PATH)",
-            args.tether.display()
-        )
-        .into());
-    }
-    // The servers run in temporary directories: a relative path would resolve from there.
-    args.tether = std::fs::canonicalize(&args.tether)?;
+    args.tether = tether_bench::flags::tether_binary(&args.tether, "")?;
     let most = args
         .dashboards
         .iter()
@@ -146,15 +137,12 @@ pub fn sqlite_server(
     env: Vec<(&'static str, String)>,
 ) -> Result<Server, BoxError> {
     let url = dir.sqlite_url();
-    let server = Server::start(&Launch {
-        exe: &args.tether,
-        workdir: dir.path(),
-        database_url: &url,
-        api_key: API_KEY,
-        secret: SECRET,
+    let server = Launch {
         env,
-    })?;
-    eprintln!("  tether pid {} at {}", server.pid(), server.base);
+        ..Launch::new(&args.tether, dir.path(), &url, API_KEY, SECRET)
+    }
+    .start()?;
+    eprintln!("  tether pid {} at {}", server.pid(), server.base_url());
     Ok(server)
 }
 

@@ -220,16 +220,9 @@ fn verdict(pass: bool) -> &'static str {
     if pass { "**PASS**" } else { "**MISS**" }
 }
 
+/// A count with thousands separators (the benches' shared way).
 fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    tether_bench::table::thousands(n as f64)
 }
 
 fn kib(k: u64) -> String {
@@ -616,12 +609,5 @@ mod tests {
             point(10_000, 12.0),
         ]));
         assert!(report.markdown(&args).contains("**MISS**"));
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(400_000), "400,000");
     }
 }
