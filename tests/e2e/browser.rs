@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::mcp_python::{drain, repo_root, venv_python};
 use crate::support::{Db, KEY, Server};
+use crate::tools::{self, drain, repo_root};
 
 /// How long the whole browser script may take between two of its lines.
 const STEP_TIMEOUT: Duration = Duration::from_secs(180);
@@ -94,9 +94,11 @@ fn chromium() -> Option<PathBuf> {
 /// The whole page in Chromium, with a restart of tether in the middle (same port, same database).
 #[actix_rt::test]
 async fn the_page_in_chromium() {
-    let Some(python) = venv_python(
+    let Some(python) = tools::venv_tool(
+        "TETHER_TEST_PYTHON",
         "TETHER_BROWSER_VENV",
         "target/browser-venv",
+        "bin/python",
         "tests/browser/setup.sh",
     ) else {
         return;
@@ -113,18 +115,15 @@ async fn the_page_in_chromium() {
     let port = root.rsplit(':').next().unwrap().to_owned();
     let artifacts = repo_root().join("target/test-artifacts");
 
-    let mut child = Command::new(&python)
-        .arg(repo_root().join("tests/browser/dashboard.py"))
+    let mut cmd = Command::new(&python);
+    cmd.arg(repo_root().join("tests/browser/dashboard.py"))
         .args(["--base", &root, "--key", KEY, "--artifacts"])
         .arg(&artifacts)
         .arg("--chromium")
         .arg(&chromium)
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
         // Playwright must use the given executable and never look for (or fetch) a browser build.
-        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1");
+    let mut child = tools::loopback_only(&mut cmd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod outage;
 mod support;
+mod tools;
 mod ws;
 
 use std::time::Duration;

@@ -6,94 +6,25 @@
 //! `${TETHER_MCP_VENV:-target/mcp-venv}/bin/python`. Without it the tests are skipped loudly; in CI
 //! (`CI` set) they fail instead.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::support::{Db, KEY, Server};
+use crate::tools::{self, Ran, drain, repo_root};
 
 /// How long one script may run before it is killed.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub(crate) fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::canonicalize(&root).unwrap_or(root)
-}
-
-/// The python of the venv a `setup` script makes: `TETHER_TEST_PYTHON` if set, else
-/// `${<venv_var>:-<default_venv>}/bin/python`; `None` (skip, loudly) outside CI when there is none,
-/// a failure in CI.
-pub(crate) fn venv_python(venv_var: &str, default_venv: &str, setup: &str) -> Option<PathBuf> {
-    if let Some(explicit) = std::env::var_os("TETHER_TEST_PYTHON").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(explicit);
-        assert!(
-            path.is_file(),
-            "TETHER_TEST_PYTHON={} does not exist",
-            path.display()
-        );
-        return Some(path);
-    }
-    let venv = std::env::var_os(venv_var)
-        .filter(|p| !p.is_empty())
-        .map_or_else(|| PathBuf::from(default_venv), PathBuf::from);
-    let path = repo_root().join(venv).join("bin/python");
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no venv python at {}: run {setup} (or set TETHER_TEST_PYTHON); these tests may not be \
-         skipped in CI",
-        path.display()
-    );
-    eprintln!(
-        "\n*** SKIPPING a Python-driven end-to-end test: no {} (run {setup}) ***\n",
-        path.display()
-    );
-    None
-}
-
 /// The venv's python, or `None` (skip) outside CI when there is none.
 fn python() -> Option<PathBuf> {
-    venv_python(
+    tools::venv_tool(
+        "TETHER_TEST_PYTHON",
         "TETHER_MCP_VENV",
         "target/mcp-venv",
+        "bin/python",
         "tests/mcp_interop/setup.sh",
     )
-}
-
-/// What a script did: `None` status when it was killed for taking longer than `SCRIPT_TIMEOUT`.
-struct Ran {
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    fn report(&self, what: &str) -> String {
-        let status = self.status.map_or_else(
-            || format!("killed after {} s", SCRIPT_TIMEOUT.as_secs()),
-            |s| s.to_string(),
-        );
-        format!(
-            "{what}: {status}\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout, self.stderr
-        )
-    }
-}
-
-pub(crate) fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
 }
 
 /// Runs `tests/mcp_interop/<script>` with `python`, killed after `SCRIPT_TIMEOUT`.
@@ -101,40 +32,8 @@ fn run_script(python: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) 
     let mut cmd = Command::new(python);
     cmd.arg(repo_root().join("tests/mcp_interop").join(script))
         .args(args)
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        // The server is on loopback: no proxy from the developer's shell may get in between.
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
-        cmd.env_remove(var).env_remove(var.to_lowercase());
-    }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Ran {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
+        .envs(env.iter().copied());
+    tools::run(cmd, SCRIPT_TIMEOUT)
 }
 
 /// `interop.py`, then the README snippet, against one fresh server.
@@ -227,11 +126,10 @@ async fn python_client_survives_restart(python: &Path, db: &Db) {
         .unwrap()
         .trim_end_matches("/mcp")
         .to_owned();
-    let mut child = Command::new(python)
-        .arg(repo_root().join("tests/mcp_interop/restart.py"))
-        .args(["--url", &mcp, "--key", KEY])
-        .env("PYTHONUNBUFFERED", "1")
-        .env("NO_PROXY", "127.0.0.1,localhost")
+    let mut cmd = Command::new(python);
+    cmd.arg(repo_root().join("tests/mcp_interop/restart.py"))
+        .args(["--url", &mcp, "--key", KEY]);
+    let mut child = tools::loopback_only(&mut cmd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

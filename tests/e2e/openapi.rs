@@ -9,16 +9,16 @@
 //! those tests are skipped loudly; in CI (`CI` set) they fail instead.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use awc::http::Method;
 use awc::http::header::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::support::{self, Db, KEY, Server};
+use crate::tools;
 
 /// One answer: status, headers, body bytes.
 struct Answer {
@@ -523,40 +523,15 @@ async fn postgres_the_document_describes_the_server() {
 /// How long one Schemathesis run may take before it is killed (and the test fails).
 const SCHEMATHESIS_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::canonicalize(&root).unwrap_or(root)
-}
-
 /// The venv's `schemathesis`, or `None` (skip) outside CI when there is none.
 fn schemathesis() -> Option<PathBuf> {
-    if let Some(explicit) = std::env::var_os("TETHER_SCHEMATHESIS").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(explicit);
-        assert!(
-            path.is_file(),
-            "TETHER_SCHEMATHESIS={} does not exist",
-            path.display()
-        );
-        return Some(path);
-    }
-    let venv = std::env::var_os("TETHER_SCHEMATHESIS_VENV")
-        .filter(|p| !p.is_empty())
-        .map_or_else(|| PathBuf::from("target/schemathesis-venv"), PathBuf::from);
-    let path = repo_root().join(venv).join("bin/schemathesis");
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no Schemathesis at {}: run tests/schemathesis/setup.sh (or set TETHER_SCHEMATHESIS); \
-         the Schemathesis tests may not be skipped in CI",
-        path.display()
-    );
-    eprintln!(
-        "\n*** SKIPPING Schemathesis test: no {} (run tests/schemathesis/setup.sh) ***\n",
-        path.display()
-    );
-    None
+    tools::venv_tool(
+        "TETHER_SCHEMATHESIS",
+        "TETHER_SCHEMATHESIS_VENV",
+        "target/schemathesis-venv",
+        "bin/schemathesis",
+        "tests/schemathesis/setup.sh",
+    )
 }
 
 /// The settings for the run. Schemathesis sends thousands of requests from one address in a minute,
@@ -613,46 +588,11 @@ fn run_schemathesis(bin: &Path, server: &Server) -> (Option<ExitStatus>, String)
         // ("AST constructor recursion depth mismatch"), an error of the tool, not of the server.
         .args(["--workers", "1"])
         .args(["--header", &format!("Authorization: Bearer {KEY}")])
-        .env("NO_COLOR", "1")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
-        cmd.env_remove(var).env_remove(var.to_lowercase());
-    }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + SCHEMATHESIS_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = format!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default()
+        .env("NO_COLOR", "1");
+    let ran = tools::run(cmd, SCHEMATHESIS_TIMEOUT);
+    let (status, output) = (
+        ran.status,
+        format!("--- stdout\n{}\n--- stderr\n{}", ran.stdout, ran.stderr),
     );
     let _ = std::fs::remove_dir_all(&work);
     (status, output)

@@ -144,19 +144,7 @@ function merge(full, known) {
 // Sign-in and the stream
 
 async function ticket() {
-  const res = await fetch(`${API}/ws/ticket`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${S.key}` },
-    cache: "no-store",
-  });
-  let body = null;
-  try {
-    body = await res.json();
-  } catch (_) {
-    body = null;
-  }
-  if (!res.ok) throw new HttpError(res.status, body);
-  return body.ticket;
+  return (await api("POST", "/ws/ticket")).ticket;
 }
 
 function refusal(e) {

@@ -27,6 +27,7 @@ Usage: tether-bench-ws [FLAGS]
   --health-sessions S       sessions in the database during that phase [0]
   --pg-events E             creations for the cross-instance run [200]
   --pg-spacing-ms MS        time between two of them [50]
+  --health full|summary     which health_update the dashboards ask for (?health=) [full]
   --phases LIST             any of latency,drop,health,pg [latency,drop,health,pg]
   -h, --help                this text
 
@@ -82,6 +83,8 @@ pub struct Args {
     pub pg_events: usize,
     /// Time between two of them.
     pub pg_spacing: Duration,
+    /// Dashboards ask for `?health=summary` (counts-only health updates) instead of the full list.
+    pub health_summary: bool,
     /// Which phases run.
     pub phases: Phases,
     /// The command line as given, for the report.
@@ -107,6 +110,7 @@ impl Default for Args {
             health_sessions: 0,
             pg_events: 200,
             pg_spacing: Duration::from_millis(50),
+            health_summary: false,
             phases: Phases {
                 latency: true,
                 drop: true,
@@ -182,6 +186,13 @@ impl Args {
                 "--health-sessions" => a.health_sessions = number(f, &v)?,
                 "--pg-events" => a.pg_events = number(f, &v)?,
                 "--pg-spacing-ms" => a.pg_spacing = millis(f, &v)?,
+                "--health" => {
+                    a.health_summary = match v.as_str() {
+                        "full" => false,
+                        "summary" => true,
+                        _ => return Err(format!("{f}: {v:?} is not full or summary").into()),
+                    };
+                }
                 "--phases" => {
                     let mut p = Phases {
                         latency: false,

@@ -50,7 +50,7 @@ async fn cross_on(
     let api = Api::new(a.base_url(), API_KEY);
     for (group, server) in [(0u8, &a), (1u8, &b)] {
         let ramp = fleet
-            .connect(&server::ws_url(server), API_KEY, group, 1, 1)
+            .connect(&server::ws_url(server, false), API_KEY, group, 1, 1)
             .await?;
         if ramp.ok != 1 {
             return Err(format!("dashboard: {}", ramp.first_error.unwrap_or_default()).into());

@@ -37,7 +37,7 @@ async fn health_windows(
     server: &mut Server,
 ) -> Result<Vec<HealthPoint>, BoxError> {
     let api = Api::new(server.base_url(), API_KEY);
-    let ws = server::ws_url(server);
+    let ws = server::ws_url(server, args.health_summary);
     let pid = Pid::Of(server.pid());
     let ticks_per_s = procfs::clock_ticks() as f64;
     if args.health_sessions > 0 {

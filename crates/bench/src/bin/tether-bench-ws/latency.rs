@@ -108,7 +108,7 @@ async fn latency_steps(
     run: &mut LatencyRun,
 ) -> Result<(), BoxError> {
     let api = Api::new(server.base_url(), API_KEY);
-    let ws = server::ws_url(server);
+    let ws = server::ws_url(server, args.health_summary);
     let rss_kib = || procfs::memory_kib(Pid::Of(server.pid())).map(|m| m.rss);
     let n = run.n;
     let start = rss_kib()?;

@@ -39,9 +39,13 @@ impl Drop for TempDir {
     }
 }
 
-/// `ws://127.0.0.1:PORT/api/mcp/ws/sessions` of `server`.
-pub fn ws_url(server: &Server) -> String {
-    format!("ws://127.0.0.1:{}/api/mcp/ws/sessions", server.port())
+/// `ws://127.0.0.1:PORT/api/mcp/ws/sessions` of `server`, with `?health=summary` when `summary`.
+pub fn ws_url(server: &Server, summary: bool) -> String {
+    let query = if summary { "?health=summary" } else { "" };
+    format!(
+        "ws://127.0.0.1:{}/api/mcp/ws/sessions{query}",
+        server.port()
+    )
 }
 
 /// SIGTERM, then waits for the exit (it is killed after 20 s). Whether it exited by itself with
