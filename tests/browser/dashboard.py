@@ -17,8 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from playwright.sync_api import expect, sync_playwright
 
-# How long the page may take to show what the server did (the bound for a new session).
+# How long the page may take to show a session created over REST (the bound).
 SHOW = 2_000
+# How long it may take to show any other change: the same path, but the test does not hold the page
+# to a bound nobody set, on a machine whose two cores the other tests share.
+LIVE = 5_000
 
 
 def rest(base, key, method, path, body=None):
@@ -100,14 +103,14 @@ def main(a):
         first = minted["reconnect_token"]
         status, body = rest(base, key, "POST", "/sessions/browser-1/reconnect", {"token": first})
         assert status == 200, (status, body)
-        expect(row.locator("td.reconnects")).to_have_text("1", timeout=SHOW)
-        expect(chart).to_have_attribute("data-total", str(before + 1), timeout=SHOW)
+        expect(row.locator("td.reconnects")).to_have_text("1", timeout=LIVE)
+        expect(chart).to_have_attribute("data-total", str(before + 1), timeout=LIVE)
         check("reconnect raises the count and the chart")
 
         # Replaying the consumed token is reuse: a security event in the feed.
         status, body = rest(base, key, "POST", "/sessions/browser-1/reconnect", {"token": first})
         assert status == 401 and body["code"] == "token_reused", (status, body)
-        expect(page.locator("#feed li.security")).to_have_count(1, timeout=SHOW)
+        expect(page.locator("#feed li.security")).to_have_count(1, timeout=LIVE)
         expect(page.locator("#feed li.security")).to_contain_text("browser-1")
         expect(page.locator("#n-reuse")).to_have_text("1")
         check("token reuse highlighted")
@@ -129,16 +132,16 @@ def main(a):
         # Created while the page was away (the harness did it before answering), or just after.
         rest(base, key, "POST", "/sessions", {"client_type": "after-restart", "session_id": "browser-2"})
         expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=30_000)
-        expect(page.locator("#conn")).to_have_attribute("data-recovered", "true", timeout=SHOW)
+        expect(page.locator("#conn")).to_have_attribute("data-recovered", "true", timeout=LIVE)
         expect(page.locator("#banner")).to_contain_text("replay was complete")
-        expect(page.locator('tr[data-id="browser-2"]')).to_be_visible(timeout=SHOW)
-        expect(page.locator('tr[data-id="browser-gap"]')).to_be_visible(timeout=SHOW)
+        expect(page.locator('tr[data-id="browser-2"]')).to_be_visible(timeout=LIVE)
+        expect(page.locator('tr[data-id="browser-gap"]')).to_be_visible(timeout=LIVE)
         restarting[0] = False
         check("stream resumed after restart, replay complete")
 
         status, _ = rest(base, key, "DELETE", "/sessions/browser-1", {"reason": "client_closed"})
         assert status == 200
-        expect(row.locator(".badge")).to_have_text("disconnected", timeout=SHOW)
+        expect(row.locator(".badge")).to_have_text("disconnected", timeout=LIVE)
         check("ended session shown as disconnected")
 
         # 10,000 sessions: created over REST, then the page is reloaded (it signs in again from the

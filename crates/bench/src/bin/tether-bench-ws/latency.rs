@@ -259,7 +259,11 @@ impl Stage<'_> {
             // and the server's task for it blocks, which is the state the others must not notice.
             let (_response, socket) = self
                 .client
-                .ws(format!("{}?since=0", self.ws))
+                .ws(format!(
+                    "{}{}since=0",
+                    self.ws,
+                    if self.ws.contains('?') { '&' } else { '?' }
+                ))
                 .bearer_auth(API_KEY)
                 .connect()
                 .await
