@@ -192,7 +192,7 @@ impl Database {
     pub async fn setting_or_insert(&self, name: &str, candidate: &str) -> Result<String, Error> {
         use diesel_async::RunQueryDsl;
         let (name, candidate) = (name.to_owned(), candidate.to_owned());
-        self.with_conn("setting", move |mut conn| {
+        self.with_write_conn("setting", move |mut conn| {
             Box::pin(async move {
                 on_conn!(conn.reborrow(), |c| {
                     diesel::insert_into(settings::table)

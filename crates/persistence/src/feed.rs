@@ -112,7 +112,7 @@ impl Database {
     ) -> Result<u64, Error> {
         let cutoff = now.minus(max_age).as_micros();
         let keep = i64::try_from(max_count).unwrap_or(i64::MAX);
-        self.with_conn("prune_events", move |conn| {
+        self.with_write_conn("prune_events", move |conn| {
             Box::pin(conn.transaction(move |mut conn| {
                 Box::pin(async move {
                     let (by_age, last): (Option<i64>, Option<i64>) =

@@ -189,7 +189,7 @@ impl Database {
         work: impl Work<Vec<Recorded>>,
     ) -> Result<Vec<Recorded>, Error> {
         let feed = self.feed.clone();
-        self.with_conn(operation, move |conn| {
+        self.with_write_conn(operation, move |conn| {
             Box::pin(async move {
                 let out = work(conn).await?;
                 if !out.is_empty() {
