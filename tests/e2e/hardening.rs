@@ -15,21 +15,9 @@ async fn send(
     body: Option<&str>,
     auth: bool,
 ) -> (u16, awc::http::header::HeaderMap, String) {
-    let client = awc::Client::default();
-    let mut req = client.request(method, format!("{}{path}", server.base));
-    if auth {
-        req = req.insert_header(("Authorization", format!("Bearer {KEY}")));
-    }
-    let mut resp = match body {
-        Some(b) => req.send_body(b.to_owned()).await.unwrap(),
-        None => req.send().await.unwrap(),
-    };
-    let bytes = resp.body().await.unwrap();
-    (
-        resp.status().as_u16(),
-        resp.headers().clone(),
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
+    crate::support::send(server, method, path, body, auth)
+        .await
+        .into_parts()
 }
 
 fn header<'a>(h: &'a awc::http::header::HeaderMap, name: &str) -> &'a str {

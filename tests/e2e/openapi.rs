@@ -14,54 +14,10 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use awc::http::Method;
-use awc::http::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::support::{self, Db, KEY, Server};
+use crate::support::{self, Answer, Db, KEY, Server, send};
 use crate::tools;
-
-/// One answer: status, headers, body bytes.
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-async fn send(
-    server: &Server,
-    method: Method,
-    path: &str,
-    body: Option<&str>,
-    auth: bool,
-) -> Answer {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .finish();
-    let mut req = client.request(method, format!("{}{path}", server.base));
-    if auth {
-        req = req.insert_header(("Authorization", format!("Bearer {KEY}")));
-    }
-    let mut resp = match body {
-        Some(b) => req.send_body(b.to_owned()).await.unwrap(),
-        None => req.send().await.unwrap(),
-    };
-    let body = resp.body().limit(4 << 20).await.unwrap().to_vec();
-    Answer {
-        status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
-        body,
-    }
-}
 
 /// The document as served, checked to be OpenAPI 3.1 and public.
 async fn document(server: &Server) -> Value {

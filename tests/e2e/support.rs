@@ -217,3 +217,55 @@ impl Drop for Server {
         self.process.kill();
     }
 }
+
+/// One answer: status, headers, body bytes.
+pub struct Answer {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON (`Null` when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Status, headers and the body as text.
+    pub fn into_parts(self) -> (u16, awc::http::header::HeaderMap, String) {
+        let text = String::from_utf8_lossy(&self.body).into_owned();
+        (self.status, self.headers, text)
+    }
+}
+
+/// One request under `/api/mcp` with full control (method, raw body, with or without the key).
+pub async fn send(
+    server: &Server,
+    method: awc::http::Method,
+    path: &str,
+    body: Option<&str>,
+    auth: bool,
+) -> Answer {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .finish();
+    let mut req = client.request(method, format!("{}{path}", server.base));
+    if auth {
+        req = req.insert_header(("Authorization", format!("Bearer {KEY}")));
+    }
+    let mut resp = match body {
+        Some(b) => req.send_body(b.to_owned()).await.unwrap(),
+        None => req.send().await.unwrap(),
+    };
+    let body = resp.body().limit(4 << 20).await.unwrap().to_vec();
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body,
+    }
+}
