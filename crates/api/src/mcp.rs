@@ -76,6 +76,8 @@ impl McpEndpoint {
         self.service
             .scope_with_path("/mcp")
             .app_data(web::Data::new(McpAccess { open_on_loopback }))
+            // rmcp's resources are not ours to label: the endpoint is one route.
+            .app_data(crate::metrics::RoutePattern("/mcp"))
             .wrap(from_fn(require_key))
     }
 }
@@ -96,10 +98,16 @@ async fn require_key(
         .is_some_and(|a| a.open_on_loopback)
         && req.peer_addr().is_some_and(|a| a.ip().is_loopback());
     if !open {
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return Err(ApiError::Unauthorized.into());
+        // Answered as a response rather than returned as an error, so that it keeps its request
+        // (and with it the route label of the request metrics).
+        let refused = match req.app_data::<web::Data<AppState>>() {
+            None => Some(ApiError::Unauthorized),
+            Some(state) => check_key(req.request(), state).err(),
         };
-        check_key(req.request(), state)?;
+        if let Some(e) = refused {
+            let reply = actix_web::ResponseError::error_response(&e);
+            return Ok(req.into_response(reply).map_into_right_body());
+        }
     }
     let json_post = req.method() == Method::POST
         && req

@@ -34,8 +34,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ));
 }
 
-fn asset(path: &str, body: &'static str, content_type: &'static str) -> actix_web::Resource {
+fn asset(path: &'static str, body: &'static str, content_type: &'static str) -> actix_web::Resource {
     web::resource(path)
+        .app_data(crate::metrics::RoutePattern(path))
         .route(
             web::route()
                 .guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))

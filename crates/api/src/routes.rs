@@ -9,6 +9,7 @@ use tether_domain::{
 
 use crate::dto::{self, SessionList};
 use crate::error::ApiError;
+use crate::metrics::{RoutePattern, RoutePrefix};
 use crate::openapi as doc;
 use crate::state::{AppState, Authorized};
 
@@ -20,6 +21,7 @@ const DEFAULT_PAGE: u32 = 50;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/mcp")
+            .app_data(RoutePrefix("/api/mcp"))
             .service(resource("/health", "GET, HEAD").route(read().to(health)))
             .service(
                 resource("/sessions", "GET, HEAD, POST")
@@ -46,11 +48,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/metrics", "GET, HEAD").route(read().to(crate::metrics::scrape)));
 }
 
-/// A path whose other methods answer 405 naming the `allow`ed ones.
-pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(move || async move {
-        Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow))
-    }))
+/// A path whose other methods answer 405 naming the `allow`ed ones, labelled with its pattern in
+/// the request metrics.
+pub(crate) fn resource(path: &'static str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path)
+        .app_data(RoutePattern(path))
+        .default_service(web::to(move || async move {
+            Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow))
+        }))
 }
 
 /// `GET`, and `HEAD` (actix sends the head without the body).

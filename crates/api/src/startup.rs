@@ -263,9 +263,6 @@ impl Application {
                     // The path only: the query string may carry a WebSocket ticket.
                     let path = req.path().to_owned();
                     tracing::debug!(%method, %path, "request started");
-                    // The route's pattern, never the raw path (one series per session id). Read
-                    // from the app's resource map, so it is known for an error answer too.
-                    let route = req.match_pattern();
                     let fut = srv.call(req);
                     async move {
                         let res = fut.await;
@@ -288,6 +285,12 @@ impl Application {
                         let headers = answer.headers_mut();
                         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
                         headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                        // The route's pattern, never the raw path (one series per session id).
+                        // An error returned instead of a response carries no request: unmatched.
+                        let route = match &answer {
+                            Answer::Response(res) => crate::metrics::route_of(res.request()),
+                            Answer::Error(..) => None,
+                        };
                         let status = answer.response().status();
                         let elapsed = started.elapsed();
                         metrics.request(&method, route, status, elapsed);

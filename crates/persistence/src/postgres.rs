@@ -4,8 +4,10 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Binary, Nullable, Text};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Binary, Nullable, Text, Untyped};
+use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::StreamExt as _;
 use tether_domain::{Change, SessionId, Timestamp, TokenHash};
@@ -24,19 +26,67 @@ pub(crate) const CHANNEL: &str = "tether_events";
 /// is `Session::can_consume`, the `SET` `Session::apply_reconnect`; the event columns are taken from
 /// the updated row as `SessionEvent::of` takes them (status, client type, reconnect count, reason).
 /// The contract suite reads the event back from the outbox and holds it to the domain's.
-const CONSUME: &str = "\
-WITH s AS (
-    UPDATE sessions SET
-        prev_token_hash = token_hash, token_hash = $1, token_expires_at = $2, token_rotated_at = $3,
-        reconnect_count = reconnect_count + 1, status = 'active', last_activity = $3, idle_since = NULL
-    WHERE session_id = $4 AND status <> 'disconnected' AND token_hash = $5 AND token_expires_at > $3
-    RETURNING *
-), e AS (
-    INSERT INTO session_events (session_id, kind, update_type, at, status, client_type, reconnect_count, reason)
-    SELECT session_id, $6, $7, $3, status, client_type, reconnect_count, disconnect_reason FROM s
-    RETURNING seq
-)
-SELECT s.*, e.seq FROM s, e";
+///
+/// A named prepared statement, kept in the connection's statement cache: `diesel::sql_query` marks
+/// itself unsafe to cache, which cost every reconnect a second round trip (parse and describe) and
+/// PostgreSQL a fresh parse and plan of the CTE (see BENCHMARKS.md, "Where a reconnect's CPU goes").
+struct Consume<'a> {
+    next: &'a [u8],
+    next_expires_at: i64,
+    at: i64,
+    id: &'a str,
+    presented: &'a [u8],
+    kind: &'a str,
+    update_type: Option<&'a str>,
+}
+
+/// [`Consume`]'s identity in the statement cache.
+struct ConsumeId;
+
+impl QueryId for Consume<'_> {
+    type QueryId = ConsumeId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for Consume<'_> {
+    type SqlType = Untyped;
+}
+
+impl QueryFragment<Pg> for Consume<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH s AS (UPDATE sessions SET prev_token_hash = token_hash, token_hash = ",
+        );
+        out.push_bind_param::<Binary, _>(&self.next)?;
+        out.push_sql(", token_expires_at = ");
+        out.push_bind_param::<BigInt, _>(&self.next_expires_at)?;
+        out.push_sql(", token_rotated_at = ");
+        out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(", reconnect_count = reconnect_count + 1, status = 'active', last_activity = ");
+        out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(", idle_since = NULL WHERE session_id = ");
+        out.push_bind_param::<Text, _>(&self.id)?;
+        out.push_sql(" AND status <> 'disconnected' AND token_hash = ");
+        out.push_bind_param::<Binary, _>(&self.presented)?;
+        out.push_sql(" AND token_expires_at > ");
+        out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(
+            " RETURNING *), e AS (INSERT INTO session_events \
+             (session_id, kind, update_type, at, status, client_type, reconnect_count, reason) \
+             SELECT session_id, ",
+        );
+        out.push_bind_param::<Text, _>(&self.kind)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.update_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(
+            ", status, client_type, reconnect_count, disconnect_reason FROM s RETURNING seq) \
+             SELECT s.*, e.seq FROM s, e",
+        );
+        Ok(())
+    }
+}
 
 /// A changed row with the `seq` of its outbox row.
 #[derive(QueryableByName)]
@@ -48,7 +98,7 @@ struct RowWithSeq {
     seq: i64,
 }
 
-/// Runs [`CONSUME`]: the changed row and its event's `seq`, or `None` when the token could not be
+/// Runs [`Consume`]: the changed row and its event's `seq`, or `None` when the token could not be
 /// consumed.
 pub(crate) async fn consume_token(
     c: &mut AsyncPgConnection,
@@ -58,16 +108,16 @@ pub(crate) async fn consume_token(
     next_expires_at: Timestamp,
     change: Change,
 ) -> Result<Option<(SessionRow, i64)>, Error> {
-    let rows: Vec<RowWithSeq> = diesel::sql_query(CONSUME)
-        .bind::<Binary, _>(next.as_bytes().as_slice())
-        .bind::<BigInt, _>(next_expires_at.as_micros())
-        .bind::<BigInt, _>(change.at.as_micros())
-        .bind::<Text, _>(id.as_str())
-        .bind::<Binary, _>(presented.as_bytes().as_slice())
-        .bind::<Text, _>(change.event.as_str())
-        .bind::<Nullable<Text>, _>(change.event.update_type().map(|u| u.as_str()))
-        .load(c)
-        .await?;
+    let statement = Consume {
+        next: next.as_bytes().as_slice(),
+        next_expires_at: next_expires_at.as_micros(),
+        at: change.at.as_micros(),
+        id: id.as_str(),
+        presented: presented.as_bytes().as_slice(),
+        kind: change.event.as_str(),
+        update_type: change.event.update_type().map(|u| u.as_str()),
+    };
+    let rows: Vec<RowWithSeq> = statement.load(c).await?;
     Ok(rows.into_iter().next().map(|r| (r.session, r.seq)))
 }
 
@@ -84,11 +134,18 @@ pub(crate) fn notifier_url(url: &str) -> String {
     format!("{url}{sep}application_name=tether-notifier")
 }
 
+/// Least time between two NOTIFYs of one instance. Each NOTIFY is a transaction of its own, with
+/// its commit record, WAL flush and the global notify lock, and wakes every listening instance:
+/// sent once per round trip under load it cost PostgreSQL about as much as the reconnects it
+/// announced. Spaced, an instance sends at most 100 a second, and a commit waits at most this long
+/// (plus a round trip) to be announced to the other instances.
+pub(crate) const NOTIFY_SPACING: Duration = Duration::from_millis(10);
+
 /// Sends `NOTIFY tether_events` after this instance's commits, from a connection of its own, until
-/// the database handle is gone. One NOTIFY per pending permit: commits made while one is in flight
-/// share the next, so under load an instance sends about one per round trip instead of one per
-/// commit, and no writing transaction ever takes PostgreSQL's notify lock. A lost notification
-/// costs latency only: readers re-read the outbox every second.
+/// the database handle is gone. One NOTIFY per pending permit, at most one per [`NOTIFY_SPACING`]:
+/// commits made while one is in flight or spaced share the next, and no writing transaction ever
+/// takes PostgreSQL's notify lock. A lost notification costs latency only: readers re-read the
+/// outbox every second.
 pub(crate) async fn notifier(state: Weak<FeedState>, url: String) {
     let mut pause = Duration::from_millis(100);
     loop {
@@ -109,6 +166,8 @@ pub(crate) async fn notifier(state: Weak<FeedState>, url: String) {
                         tracing::warn!(error = %e, "NOTIFY failed; reconnecting the notifier");
                         break;
                     }
+                    // Commits made meanwhile share the next NOTIFY.
+                    tokio::time::sleep(NOTIFY_SPACING).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "event notifier cannot connect; retrying"),

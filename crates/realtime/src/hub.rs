@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -45,6 +45,10 @@ struct Signals {
     /// Set by `EventSink::publish`: an event committed in this process.
     wake: Notify,
     shutdown: Notify,
+    /// Some connection is registered or registering: only then does a commit wake the pump. Without
+    /// dashboards a wake-up per commit was a cross-thread hand-off per request for nothing. Set
+    /// before a registration reads the outbox, so a commit either is read by it or wakes the pump.
+    watched: AtomicBool,
     connections: AtomicUsize,
     delivered: AtomicU64,
     /// Every connection's [`Budget`] adds to it.
@@ -320,7 +324,9 @@ impl EventSink for Hub {
         // The event is read back from the outbox, not taken from here: one ordered path for local and
         // remote events, and the pump's position stays the outbox's. `notify_one` keeps a permit if
         // the pump is busy, so no wake-up is lost.
-        self.inner.signals.wake.notify_one();
+        if self.inner.signals.watched.load(Ordering::SeqCst) {
+            self.inner.signals.wake.notify_one();
+        }
     }
 }
 
@@ -351,6 +357,7 @@ impl Pump {
         // Kept across iterations and renewed only when it fires, so a write between two waits is
         // never missed (a fresh waiter would start after it).
         let mut feed_wait = feed.wait_for_events();
+        let mut feed_armed = false;
         let mut poll = interval(self.config.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let period = self.config.health_interval;
@@ -358,6 +365,13 @@ impl Pump {
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         loop {
+            // The feed is waited on only while someone watches; a waiter left registered would be
+            // woken by every commit, so it is replaced by a fresh (not yet registered) one.
+            let watched = !self.connections.is_empty();
+            if feed_armed && !watched {
+                feed_wait = feed.wait_for_events();
+            }
+            feed_armed = watched;
             let gap = self.sequencer.gap_deadline();
             // Biased: registry commands before deliveries, so a registration is answered promptly
             // and a closing connection stops receiving.
@@ -369,7 +383,7 @@ impl Pump {
                     // Every handle and subscription is gone: nobody to serve.
                     None => break,
                 },
-                () = &mut feed_wait => {
+                () = &mut feed_wait, if watched => {
                     feed_wait = feed.wait_for_events();
                     self.pull_if_watched().await;
                 }
@@ -398,6 +412,7 @@ impl Pump {
                 // read now: a resuming client is then judged against the freshest position. After
                 // a time without dashboards, nothing was read: start from the outbox's end, as a
                 // new hub does, rather than read everything written meanwhile.
+                self.signals.watched.store(true, Ordering::SeqCst);
                 if self.connections.is_empty() {
                     self.skip_to_end().await;
                 }
@@ -593,6 +608,9 @@ impl Pump {
         self.signals
             .connections
             .store(self.connections.len(), Ordering::Relaxed);
+        self.signals
+            .watched
+            .store(!self.connections.is_empty(), Ordering::SeqCst);
     }
 }
 
