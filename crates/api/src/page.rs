@@ -34,7 +34,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ));
 }
 
-fn asset(path: &'static str, body: &'static str, content_type: &'static str) -> actix_web::Resource {
+fn asset(
+    path: &'static str,
+    body: &'static str,
+    content_type: &'static str,
+) -> actix_web::Resource {
     web::resource(path)
         .app_data(crate::metrics::RoutePattern(path))
         .route(

@@ -133,6 +133,11 @@ impl Connections {
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
+
+    /// The runtime `connect` ran on, where background tasks of the database run.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
 }
 
 /// A connection of either backend, lent to one call's work.
@@ -272,26 +277,46 @@ impl Database {
         writes: bool,
         work: impl Work<T>,
     ) -> Result<T, Error> {
-        let limit = self.conns.timeout;
-        let observed = self.conns.observer.clone().map(|o| (operation, o));
-        match &self.conns.pools {
+        self.conns.call(operation, writes, work).await
+    }
+}
+
+impl Connections {
+    /// `work` bounded by the call timeout and reported as `operation`, for a call whose statement
+    /// runs elsewhere (a reconnect waiting for its group commit, see `batch.rs`).
+    pub(crate) async fn observed<T>(
+        &self,
+        operation: &'static str,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let observed = self.observer.clone().map(|o| (operation, o));
+        bounded(self.timeout, observed, work).await
+    }
+
+    /// What [`Database::with_conn`] and [`Database::with_write_conn`] do.
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        writes: bool,
+        work: impl Work<T>,
+    ) -> Result<T, Error> {
+        let limit = self.timeout;
+        let observed = self.observer.clone().map(|o| (operation, o));
+        match &self.pools {
             Pools::Sqlite(pool) => {
                 let pool = pool.clone();
-                let writer = writes.then(|| Arc::clone(&self.conns.sqlite_writer));
-                let task = self
-                    .conns
-                    .runtime
-                    .spawn(bounded(limit, observed, async move {
-                        // Held until the work is done, transaction committed included.
-                        let _turn = match writer {
-                            Some(w) => Some(w.acquire_owned().await.map_err(|_| {
-                                Error::Task("the SQLite writer queue is closed".into())
-                            })?),
-                            None => None,
-                        };
-                        let mut conn = pool.get().await.map_err(|e| Error::Pool(Box::new(e)))?;
-                        work(Conn::Sqlite(&mut conn)).await
-                    }));
+                let writer = writes.then(|| Arc::clone(&self.sqlite_writer));
+                let task = self.runtime.spawn(bounded(limit, observed, async move {
+                    // Held until the work is done, transaction committed included.
+                    let _turn = match writer {
+                        Some(w) => Some(w.acquire_owned().await.map_err(|_| {
+                            Error::Task("the SQLite writer queue is closed".into())
+                        })?),
+                        None => None,
+                    };
+                    let mut conn = pool.get().await.map_err(|e| Error::Pool(Box::new(e)))?;
+                    work(Conn::Sqlite(&mut conn)).await
+                }));
                 task.await.map_err(|e| Error::Task(e.to_string()))?
             }
             Pools::Postgres(pool) => {

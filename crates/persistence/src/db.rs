@@ -65,6 +65,8 @@ pub struct Database {
     /// The only way to a connection (see `Database::with_conn`).
     pub(crate) conns: Connections,
     pub(crate) feed: std::sync::Arc<crate::feed::FeedState>,
+    /// On PostgreSQL, the group commit of reconnects (`batch.rs`), started at the first one.
+    pub(crate) group: std::sync::Arc<std::sync::OnceLock<crate::batch::Batcher>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -165,6 +167,7 @@ impl Database {
         Ok(Self {
             conns: Connections::new(pools, options.timeout),
             feed: std::sync::Arc::new(crate::feed::FeedState::new(listen_url)),
+            group: std::sync::Arc::default(),
         })
     }
 

@@ -32,6 +32,10 @@ pub enum Error {
     /// A stored row breaks the domain's rules.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The failure of a statement that served several calls at once (a group commit), told to
+    /// each of them.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
 }
 
 impl Error {
@@ -57,6 +61,7 @@ impl Error {
                 .any(|s| m.contains(s))
             }
             Self::Query(D::BrokenTransactionManager) => true,
+            Self::Shared(e) => e.is_unavailable(),
             _ => false,
         }
     }

@@ -56,6 +56,7 @@
 mod conn;
 
 pub mod admin;
+mod batch;
 mod db;
 mod error;
 mod feed;

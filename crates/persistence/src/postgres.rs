@@ -54,15 +54,15 @@ impl Query for Consume<'_> {
 
 impl QueryFragment<Pg> for Consume<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "WITH s AS (UPDATE sessions SET prev_token_hash = token_hash, token_hash = ",
-        );
+        out.push_sql("WITH s AS (UPDATE sessions SET prev_token_hash = token_hash, token_hash = ");
         out.push_bind_param::<Binary, _>(&self.next)?;
         out.push_sql(", token_expires_at = ");
         out.push_bind_param::<BigInt, _>(&self.next_expires_at)?;
         out.push_sql(", token_rotated_at = ");
         out.push_bind_param::<BigInt, _>(&self.at)?;
-        out.push_sql(", reconnect_count = reconnect_count + 1, status = 'active', last_activity = ");
+        out.push_sql(
+            ", reconnect_count = reconnect_count + 1, status = 'active', last_activity = ",
+        );
         out.push_bind_param::<BigInt, _>(&self.at)?;
         out.push_sql(", idle_since = NULL WHERE session_id = ");
         out.push_bind_param::<Text, _>(&self.id)?;

@@ -4,6 +4,8 @@
 //! `should_reap`) and the changesets of its `apply_*` transitions; the domain's contract suite
 //! (`tether_domain::contract`, run in `tests/it/contract.rs`) holds both backends to the rules.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use diesel::dsl::{Filter, Find, NotEq, count_star};
 use diesel::pg::Pg;
@@ -17,11 +19,11 @@ use tether_domain::{
     SessionId, SessionStatus, SessionStore, StatusCounts, StoredEvent, Timestamp, TokenHash,
 };
 
+use crate::batch::{Batcher, Consume};
 use crate::conn::{Conn, Work};
-use crate::db::Database;
+use crate::db::{Backend, Database};
 use crate::error::Error;
 use crate::models::{NewEventRow, SessionRow};
-use crate::postgres;
 use crate::schema::session_events;
 use crate::schema::sessions::{self, dsl as s};
 
@@ -143,8 +145,8 @@ async fn change_in(
     .await
 }
 
-/// The reconnect's compare-and-swap in portable SQL, on SQLite (PostgreSQL runs
-/// `postgres::CONSUME`, the same change and its outbox row in one statement). The `WHERE` is
+/// The reconnect's compare-and-swap in portable SQL, on SQLite (PostgreSQL runs the same change and
+/// its outbox row as one statement, for a group of reconnects at once: `batch.rs`). The `WHERE` is
 /// `Session::can_consume`: only the row whose live hash is the presented one changes, so of N
 /// concurrent attempts with one token exactly one gets a row back. The `SET` is
 /// `Session::apply_reconnect`; `prev_token_hash` takes the pre-update `token_hash` (SET expressions
@@ -386,33 +388,33 @@ impl SessionStore for Database {
         next_expires_at: Timestamp,
         change: Change,
     ) -> Result<Option<Recorded>, DomainError> {
+        if self.backend() == Backend::Postgres {
+            // Grouped with the reconnects that arrive meanwhile: one statement and one commit for
+            // all of them (batch.rs).
+            let consume = Consume {
+                id: id.clone(),
+                presented: *presented,
+                next: *next,
+                next_expires_at,
+                change,
+            };
+            let group = self
+                .group
+                .get_or_init(|| Batcher::start(self.conns.clone(), Arc::clone(&self.feed)));
+            let consumed = self
+                .conns
+                .observed("consume_token", group.consume(consume))
+                .await?;
+            return match consumed {
+                Some((row, seq)) => Ok(Some(recorded(row.into_session()?, seq, change)?)),
+                None => Ok(None),
+            };
+        }
         let (id, presented, next) = (id.clone(), *presented, *next);
         let mut out = self
             .recording("consume_token", move |conn| {
-                Box::pin(async move {
-                    match conn {
-                        // One statement, its outbox row included.
-                        Conn::Postgres(c) => {
-                            let consumed = postgres::consume_token(
-                                c,
-                                &id,
-                                &presented,
-                                &next,
-                                next_expires_at,
-                                change,
-                            );
-                            let Some((row, seq)) = consumed.await? else {
-                                return Ok(vec![]);
-                            };
-                            Ok(vec![recorded(row.into_session()?, seq, change)?])
-                        }
-                        conn => {
-                            let update =
-                                consume_update(id, presented, next, next_expires_at, change);
-                            change_in(conn, change, update).await
-                        }
-                    }
-                })
+                let update = consume_update(id, presented, next, next_expires_at, change);
+                Box::pin(change_in(conn, change, update))
             })
             .await?;
         Ok(out.pop())
