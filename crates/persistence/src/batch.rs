@@ -205,7 +205,7 @@ async fn write(conns: &Connections, feed: &Arc<FeedState>, group: Vec<Waiting>) 
             for (consume, reply) in consumes.iter().zip(replies) {
                 let one = Arc::new(vec![clone_of(consume)]);
                 let result = conns
-                    .call("consume_token", true, move |conn| {
+                    .call("consume_group", true, move |conn| {
                         Box::pin(async move {
                             let Conn::Postgres(c) = conn else {
                                 return Err(Error::Task(
@@ -353,7 +353,125 @@ impl QueryFragment<Pg> for ConsumeMany<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tether_domain::{EventKind, UpdateType};
+    use tether_domain::{
+        DisconnectReason, EventFeed as _, EventKind, Metadata, NewSession, Session,
+        SessionStore as _, UpdateType,
+    };
+
+    fn consume(id: &str, presented: u8, next: u8, at: Timestamp) -> Consume {
+        Consume {
+            id: SessionId::parse(id).unwrap(),
+            presented: TokenHash::from_bytes([presented; 32]),
+            next: TokenHash::from_bytes([next; 32]),
+            next_expires_at: Timestamp::from_secs(1_700_001_000),
+            change: Change {
+                at,
+                event: EventKind::Updated(UpdateType::Reconnected),
+            },
+        }
+    }
+
+    /// The group statement, run directly (grouping itself depends on timing): each member is
+    /// consumed exactly as the one-row statement would consume it alone, and its outbox row is its
+    /// own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_group_statement_judges_each_member_alone() {
+        let Some(test_db) = tether_testkit::TestDb::postgres().await else {
+            return;
+        };
+        let db = crate::Database::connect(test_db.url(), crate::Options::default())
+            .await
+            .unwrap();
+        let at = Timestamp::from_secs(1_700_000_000);
+        for (i, name) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            let id = SessionId::parse(name).unwrap();
+            let session = Session::open(
+                NewSession {
+                    session_id: id.clone(),
+                    client_type: "cli".into(),
+                    client_version: None,
+                    principal: None,
+                    metadata: Metadata::default(),
+                },
+                at,
+            )
+            .unwrap();
+            let created = Change {
+                at,
+                event: EventKind::Created,
+            };
+            db.insert(&session, created).await.unwrap();
+            let issued = Change {
+                at,
+                event: EventKind::Updated(UpdateType::TokenIssued),
+            };
+            let live = TokenHash::from_bytes([u8::try_from(i).unwrap() + 1; 32]);
+            let expires = Timestamp::from_secs(1_700_000_900);
+            db.set_token(&id, &live, expires, issued).await.unwrap();
+        }
+        let ended = Change {
+            at,
+            event: EventKind::Disconnected,
+        };
+        let reason = DisconnectReason::parse(DisconnectReason::CLIENT_CLOSED).unwrap();
+        let d = SessionId::parse("d").unwrap();
+        db.disconnect(&d, &reason, ended).await.unwrap();
+        let before = db.last_seq().await.unwrap();
+
+        let later = Timestamp::from_secs(1_700_000_010);
+        let expired = Timestamp::from_secs(1_700_000_901);
+        let group = vec![
+            consume("a", 1, 11, later),   // its live token: consumed
+            consume("b", 2, 12, expired), // its live token, expired
+            consume("c", 3, 13, later),   // consumed
+            consume("d", 4, 14, later),   // ended
+            consume("e", 9, 15, later),   // not its token
+            consume("ghost", 6, 16, later),
+        ];
+        let out = db
+            .conns
+            .call("test", true, move |conn| {
+                Box::pin(async move {
+                    let Conn::Postgres(c) = conn else {
+                        unreachable!("a PostgreSQL database")
+                    };
+                    consume_all(c, &group).await
+                })
+            })
+            .await
+            .unwrap();
+        let consumed: Vec<bool> = out.iter().map(Option::is_some).collect();
+        assert_eq!(consumed, [true, false, true, false, false, false]);
+        for ((row, seq), (presented, next)) in out.iter().flatten().zip([(1u8, 11u8), (3, 13)]) {
+            assert_eq!(row.reconnect_count, 1);
+            assert_eq!(row.status, "active");
+            assert_eq!(row.last_activity, later.as_micros());
+            assert_eq!(row.token_rotated_at, Some(later.as_micros()));
+            assert_eq!(row.token_hash.as_deref(), Some(&[next; 32][..]));
+            assert_eq!(row.prev_token_hash.as_deref(), Some(&[presented; 32][..]));
+            assert!(u64::try_from(*seq).unwrap() > before);
+        }
+        let events = db.events_after(before, 100).await.unwrap();
+        let mut seen: Vec<(u64, String)> = events
+            .iter()
+            .map(|e| (e.seq, e.event.session_id.to_string()))
+            .collect();
+        seen.sort();
+        let mut want: Vec<(u64, String)> = out
+            .iter()
+            .flatten()
+            .map(|(row, seq)| (u64::try_from(*seq).unwrap(), row.session_id.clone()))
+            .collect();
+        want.sort();
+        assert_eq!(seen, want, "one outbox row per consumed member, its own");
+        assert!(
+            events
+                .iter()
+                .all(|e| e.event.kind == EventKind::Updated(UpdateType::Reconnected))
+        );
+        drop(db);
+        test_db.remove().await;
+    }
 
     fn waiting(id: &str) -> (Waiting, oneshot::Receiver<Result<Consumed, Error>>) {
         let (reply, rx) = oneshot::channel();

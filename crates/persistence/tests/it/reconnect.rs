@@ -102,6 +102,54 @@ async fn concurrent_reconnects_one_success(db: Database) {
     assert!(kinds.contains(&EventKind::TokenReused));
 }
 
+/// Many sessions reconnecting at once (on PostgreSQL they share group commits), eight of them
+/// twice with the same token: each session is reconnected exactly once, and each second attempt is
+/// reuse, as if they had come one at a time.
+async fn many_sessions_at_once(db: Database) {
+    let (m, _, events) = manager(db, Duration::ZERO);
+    let mut live = Vec::new();
+    for i in 0..24 {
+        let id = open(&m, &format!("many-{i}")).await;
+        let token = m.issue_token(&id).await.unwrap().token.expose().to_owned();
+        live.push((id, token));
+    }
+    let attempts: Vec<_> = live.iter().chain(live.iter().take(8)).cloned().collect();
+    let barrier = Arc::new(tokio::sync::Barrier::new(attempts.len()));
+    let mut set = tokio::task::JoinSet::new();
+    for (id, token) in attempts {
+        let (m, barrier) = (m.clone(), barrier.clone());
+        set.spawn(async move {
+            barrier.wait().await;
+            let result = m.reconnect(&id, &token).await;
+            (id, result)
+        });
+    }
+    let results = set.join_all().await;
+    for (i, (id, _)) in live.iter().enumerate() {
+        let mine: Vec<_> = results.iter().filter(|(r, _)| r == id).collect();
+        let ok = mine.iter().filter(|(_, r)| r.is_ok()).count();
+        let reused = mine
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(Error::Reconnect(ResultCode::TokenReused))))
+            .count();
+        let twice = i < 8;
+        assert_eq!((ok, reused), (1, usize::from(twice)), "{id}: {mine:?}");
+        let session = m.get(id).await.unwrap();
+        assert_eq!(session.reconnect_count(), 1, "{id}");
+        assert_eq!(session.token().hash.is_none(), twice, "{id}: reuse revokes");
+    }
+    let kinds = events.kinds();
+    let reconnected = EventKind::Updated(tether_domain::UpdateType::Reconnected);
+    assert_eq!(kinds.iter().filter(|k| **k == reconnected).count(), 24);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::TokenReused)
+            .count(),
+        8
+    );
+}
+
 async fn reuse_outside_grace_revokes_the_live_token(db: Database) {
     let (m, clock, _) = manager(db, Duration::from_secs(5));
     let id = open(&m, "reuse").await;
@@ -142,6 +190,22 @@ async fn postgres_concurrent_reconnects_one_success() {
         return;
     };
     concurrent_reconnects_one_success(db.connect().await).await;
+    db.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_many_sessions_at_once() {
+    let db = TestDb::sqlite();
+    many_sessions_at_once(db.connect().await).await;
+    db.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_many_sessions_at_once() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    many_sessions_at_once(db.connect().await).await;
     db.remove().await;
 }
 

@@ -32,6 +32,8 @@ pub struct Args {
     pub probe_calls: usize,
     /// Restore phase over kept-alive connections instead of a new connection per call.
     pub restore_keep_alive: bool,
+    /// MCP sessions the heartbeat phase spreads its requests over (0 skips the phase).
+    pub heartbeat_sessions: usize,
 }
 
 const USAGE: &str = "\
@@ -52,6 +54,9 @@ USAGE: tether-bench-mcp [FLAGS]
   --probe-calls N            one-at-a-time requests per latency probe (default 100; 0 skips)
   --restore-keep-alive       restore phase on kept-alive connections (default: a new
                              connection per call, see BENCHMARKS.md)
+  --heartbeat-sessions N     heartbeats (MCP requests, each activity) on one session, then
+                             spread over N sessions, with the activity writes they cost
+                             (default 10000; 0 skips)
   -h, --help                 this text
 ";
 
@@ -71,6 +76,7 @@ impl Args {
             restore_sessions: 1000,
             restore_concurrency: 1,
             no_activity: false,
+            heartbeat_sessions: 10_000,
             probe_calls: 100,
             restore_keep_alive: false,
         };
@@ -92,6 +98,7 @@ impl Args {
                 "--no-activity" => args.no_activity = true,
                 "--probe-calls" => args.probe_calls = it.number(&flag)?,
                 "--restore-keep-alive" => args.restore_keep_alive = true,
+                "--heartbeat-sessions" => args.heartbeat_sessions = it.number(&flag)?,
                 other => return Err(flags::unknown(other)),
             }
         }
@@ -100,6 +107,7 @@ impl Args {
         within("--pool", args.pool, 1..=256)?;
         within("--restore-sessions", args.restore_sessions, 1..=100_000)?;
         within("--restore-concurrency", args.restore_concurrency, 1..=512)?;
+        within("--heartbeat-sessions", args.heartbeat_sessions, 0..=100_000)?;
         if args.probe_calls > 10_000 {
             return Err("--probe-calls must be at most 10000".into());
         }

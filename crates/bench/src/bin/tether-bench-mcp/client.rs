@@ -50,6 +50,7 @@ pub struct Client {
     http: awc::Client,
     mcp: String,
     api: String,
+    metrics: String,
     auth: String,
     fresh: bool,
 }
@@ -93,6 +94,7 @@ impl Client {
             http: tether_bench::http::client(connections),
             mcp: format!("{base_url}/mcp"),
             api: format!("{base_url}/api/mcp"),
+            metrics: format!("{base_url}/metrics"),
             auth: format!("Bearer {key}"),
             fresh: conn == Conn::New,
         }
@@ -101,6 +103,27 @@ impl Client {
     fn request(&self, req: awc::ClientRequest) -> awc::ClientRequest {
         let req = req.insert_header(("Authorization", self.auth.as_str()));
         if self.fresh { req.force_close() } else { req }
+    }
+
+    /// The value of `series` (a metric's name with its labels, as `/metrics` prints them), 0 when
+    /// absent (a counter not moved yet).
+    pub async fn metric(&self, series: &str) -> Result<f64, Failure> {
+        let mut resp = self
+            .request(self.http.get(&self.metrics))
+            .send()
+            .await
+            .map_err(|e| Failure::transport("GET /metrics", e))?;
+        let body = resp
+            .body()
+            .limit(MAX_BODY)
+            .await
+            .map_err(|e| Failure::transport("GET /metrics: body", e))?;
+        let text = String::from_utf8_lossy(&body);
+        Ok(text
+            .lines()
+            .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .find_map(|v| v.split(' ').next()?.parse().ok())
+            .unwrap_or(0.0))
     }
 
     /// POSTs a JSON-RPC message to `/mcp` (inside session `sid` when given); status, the

@@ -158,23 +158,40 @@ pub async fn closed(
     duration: Duration,
     ids: &mut u64,
 ) -> Tally {
+    closed_over(client, op, sids, sids.len(), duration, ids).await
+}
+
+/// [`closed`] with `workers` workers spread over `sids`: worker `w`'s `n`-th request goes to
+/// `sids[(w + n * workers) % sids.len()]`, so every session gets its share.
+pub async fn closed_over(
+    client: Rc<Client>,
+    op: Op,
+    sids: &[String],
+    workers: usize,
+    duration: Duration,
+    ids: &mut u64,
+) -> Tally {
     let start = Instant::now();
     let until = start + duration;
     // A cap far above what 2 cores reach: bounded by count as well as time.
     let max_ops = (duration.as_secs_f64() * 100_000.0) as u64 + 1;
     let first_id = *ids;
-    *ids += max_ops;
-    let mut tasks = Vec::with_capacity(sids.len());
-    for sid in sids {
+    // JSON-RPC ids unique across workers: several may share a session.
+    *ids += max_ops * workers as u64;
+    let all: Rc<Vec<String>> = Rc::new(sids.to_vec());
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
         let client = client.clone();
-        let sid = sid.clone();
+        let all = all.clone();
         tasks.push(actix_rt::spawn(async move {
             let mut part = Part::new(4096);
             let mut n = 0u64;
             while n < max_ops && Instant::now() < until {
+                let sid = &all[(w + n as usize * workers) % all.len()];
                 n += 1;
                 let sent = Instant::now();
-                let outcome = client.op(op, &sid, first_id + n).await;
+                let id = first_id + (n - 1) * workers as u64 + w as u64 + 1;
+                let outcome = client.op(op, sid, id).await;
                 part.record(&outcome, sent.elapsed());
                 if outcome.is_err() {
                     actix_rt::time::sleep(AFTER_FAILURE).await;

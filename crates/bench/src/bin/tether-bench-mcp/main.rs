@@ -31,7 +31,7 @@ use tether_testkit::procfs::{self, Pid};
 
 use args::Args;
 use client::{Client, Conn, Op};
-use report::{Measured, PerSession, ProcessEnd, Report};
+use report::{Heartbeats, Measured, PerSession, ProcessEnd, Report};
 
 /// The management key the bench starts the servers with (local, throwaway).
 const API_KEY: &str = "tether-bench-mcp-api-key-0123456789";
@@ -70,6 +70,16 @@ fn main() -> Result<(), BoxError> {
         },
     );
     println!("{}", report::table(&args, &reports));
+    let beats = report::heartbeat_table(&reports);
+    if !beats.is_empty() {
+        println!(
+            "Heartbeats: MCP `tools/call session_info` requests (each one activity of its \
+             session) from {} workers, {} s per run; activity writes are the server's `touch` \
+             calls (/metrics).\n\n{beats}",
+            args.concurrency,
+            args.duration.as_secs_f64()
+        );
+    }
     for r in &reports {
         let (failed, server_errors) = r.failures();
         if failed > 0 {
@@ -231,6 +241,10 @@ async fn first_phases(
         }
     }
 
+    if args.heartbeat_sessions > 0 {
+        report.heartbeats = heartbeats(args, server, client.clone(), &loop_sids, &mut ids).await?;
+    }
+
     if args.probe_calls > 0 {
         let fresh = Client::new(server.base_url(), API_KEY, 4, Conn::New);
         let sid = &loop_sids[0];
@@ -254,6 +268,96 @@ async fn first_phases(
         }
     }
     Ok(restore_sids)
+}
+
+/// The activity writes the server has made (`touch` calls through its pool).
+const TOUCHES: &str = r#"tether_db_call_duration_seconds_count{operation="touch"}"#;
+
+/// Heartbeats: MCP requests (each one activity of its session) from the loop's workers, first all
+/// on one session, then spread over `--heartbeat-sessions` sessions, with the activity writes the
+/// server made meanwhile (it writes at most one per session per `activity_write_interval_ms`).
+async fn heartbeats(
+    args: &Args,
+    server: &Server,
+    client: Rc<Client>,
+    loop_sids: &[String],
+    ids: &mut u64,
+) -> Result<Vec<Heartbeats>, BoxError> {
+    let mut out = Vec::new();
+    let one = vec![loop_sids[0].clone()];
+    eprintln!(
+        "  heartbeats: {} workers on 1 session ({} s)",
+        args.concurrency,
+        args.duration.as_secs_f64()
+    );
+    out.push(heartbeat_run(args, server, client.clone(), &one, ids).await?);
+    eprintln!(
+        "  opening {} MCP sessions for heartbeats",
+        args.heartbeat_sessions
+    );
+    let (many, opened) = load::open_sessions(
+        client.clone(),
+        args.heartbeat_sessions,
+        OPEN_CONCURRENCY,
+        "bench-heartbeat",
+    )
+    .await;
+    if many.len() < args.heartbeat_sessions {
+        return Err(format!(
+            "{} of {} MCP sessions failed to open: {}",
+            opened.errors,
+            args.heartbeat_sessions,
+            opened.first_error.unwrap_or_default()
+        )
+        .into());
+    }
+    eprintln!(
+        "  heartbeats: {} workers over {} sessions ({} s)",
+        args.concurrency,
+        many.len(),
+        args.duration.as_secs_f64()
+    );
+    out.push(heartbeat_run(args, server, client, &many, ids).await?);
+    Ok(out)
+}
+
+async fn heartbeat_run(
+    args: &Args,
+    server: &Server,
+    client: Rc<Client>,
+    sids: &[String],
+    ids: &mut u64,
+) -> Result<Heartbeats, BoxError> {
+    let before = client.metric(TOUCHES).await.map_err(|f| f.message)?;
+    let pid = Pid::Of(server.pid());
+    let ticks = procfs::clock_ticks();
+    let cpu = procfs::cpu_time(pid, ticks)?;
+    let run = load::closed_over(
+        client.clone(),
+        Op::McpSessionInfo,
+        sids,
+        args.concurrency,
+        args.duration,
+        ids,
+    )
+    .await;
+    let cpu = procfs::cpu_time(pid, ticks)?.saturating_sub(cpu);
+    let after = client.metric(TOUCHES).await.map_err(|f| f.message)?;
+    let h = Heartbeats {
+        sessions: sids.len(),
+        writes: after - before,
+        server_cpu: cpu.as_secs_f64(),
+        run,
+    };
+    eprintln!(
+        "    {:.0} heartbeats/s, {} writes ({:.4} per heartbeat), p99 {:.2} ms, {} failed",
+        h.run.throughput(),
+        h.writes,
+        h.writes / h.run.ok.max(1) as f64,
+        h.run.latency.pct_ms(99.0),
+        h.run.errors
+    );
+    Ok(h)
 }
 
 fn conn_label(conn: Conn) -> &'static str {

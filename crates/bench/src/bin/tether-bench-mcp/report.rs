@@ -95,6 +95,52 @@ pub struct Report {
     pub first_end: Option<ProcessEnd>,
     /// The second instance's end.
     pub second_end: Option<ProcessEnd>,
+    /// Heartbeats on one session, then spread over many.
+    pub heartbeats: Vec<Heartbeats>,
+}
+
+/// One heartbeat run: MCP requests (each one activity) and the activity writes they cost.
+#[derive(Debug)]
+pub struct Heartbeats {
+    /// Sessions the requests were spread over.
+    pub sessions: usize,
+    /// `touch` calls the server made during the run.
+    pub writes: f64,
+    /// The server's CPU time during the run, in seconds.
+    pub server_cpu: f64,
+    /// The requests.
+    pub run: Tally,
+}
+
+/// The heartbeat runs of every backend, as a Markdown table (empty when none ran).
+pub fn heartbeat_table(reports: &[Report]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        for h in &r.heartbeats {
+            if out.is_empty() {
+                out.push_str(
+                    "| backend | sessions | heartbeats/s | p50 / p99 | activity writes | writes per \
+                     heartbeat | server CPU per heartbeat | failed |\n|---|---|---|---|---|---|---|---|\n",
+                );
+            }
+            let secs = h.run.elapsed.as_secs_f64();
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.2} / {:.2} ms | {} in {:.1} s ({:.1}/s) | {:.4} | {:.0} µs | {} |\n",
+                r.kind.label(),
+                h.sessions,
+                h.run.throughput(),
+                h.run.latency.pct_ms(50.0),
+                h.run.latency.pct_ms(99.0),
+                h.writes,
+                secs,
+                h.writes / secs.max(1e-9),
+                h.writes / h.run.ok.max(1) as f64,
+                h.server_cpu * 1e6 / h.run.ok.max(1) as f64,
+                h.run.errors,
+            ));
+        }
+    }
+    out
 }
 
 impl BackendReport for Report {
@@ -114,6 +160,7 @@ impl BackendReport for Report {
             rss_restore: None,
             first_end: None,
             second_end: None,
+            heartbeats: Vec::new(),
         }
     }
 
