@@ -53,11 +53,18 @@ pub struct SweepReport {
     pub reaped: usize,
 }
 
-/// Sessions whose heartbeat was written recently, and when: the coalescing of
+/// Sessions whose heartbeat was written (or is being written) recently, and when: the coalescing of
 /// [`SessionManager::heartbeat`]. A cache only: losing it costs one write per session.
-type Heartbeats = std::sync::Mutex<std::collections::HashMap<SessionId, Timestamp>>;
+#[derive(Default)]
+struct Heartbeats {
+    written: std::collections::HashMap<SessionId, Timestamp>,
+    /// Entries older than the interval are dropped when the map reaches this size, which then
+    /// becomes twice what is left: a prune costs O(n) only once per n insertions, however many
+    /// sessions heartbeat within one interval.
+    prune_at: usize,
+}
 
-/// Above this many remembered heartbeats, entries older than the interval are dropped.
+/// The least size at which the heartbeat map is pruned.
 const HEARTBEAT_PRUNE_AT: usize = 4096;
 
 /// The session use cases, over the four ports.
@@ -68,7 +75,7 @@ pub struct SessionManager {
     events: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
     policy: Policy,
-    heartbeats: Arc<Heartbeats>,
+    heartbeats: Arc<std::sync::Mutex<Heartbeats>>,
     observer: Arc<dyn Observer>,
 }
 
@@ -218,36 +225,49 @@ impl SessionManager {
     pub async fn heartbeat(&self, id: &SessionId) -> Result<bool, Error> {
         let now = self.clock.now();
         let interval = self.policy.activity_interval();
-        let recent = self
-            .heartbeats
-            .lock()
-            .ok()
-            .and_then(|m| m.get(id).copied())
-            .is_some_and(|last| now >= last && now.since(last) < interval);
-        if recent {
+        // Claimed before the write, so that heartbeats arriving while it is in flight (a client's
+        // concurrent requests) are acknowledged without writing too.
+        let claimed = match self.heartbeats.lock() {
+            Ok(mut h) => {
+                let recent = h
+                    .written
+                    .get(id)
+                    .is_some_and(|last| now >= *last && now.since(*last) < interval);
+                if !recent {
+                    if h.written.len() >= h.prune_at.max(HEARTBEAT_PRUNE_AT) {
+                        h.written.retain(|_, last| now.since(*last) < interval);
+                        h.prune_at = 2 * h.written.len();
+                    }
+                    h.written.insert(id.clone(), now);
+                }
+                !recent
+            }
+            Err(_) => true,
+        };
+        if !claimed {
             return Ok(true);
         }
         match self.touch(id).await {
-            Ok(_) => {
-                if let Ok(mut m) = self.heartbeats.lock() {
-                    if m.len() >= HEARTBEAT_PRUNE_AT {
-                        m.retain(|_, last| now.since(*last) < interval);
-                    }
-                    m.insert(id.clone(), now);
-                }
-                Ok(true)
-            }
+            Ok(_) => Ok(true),
             Err(Error::NotFound | Error::AlreadyDisconnected) => {
                 self.forget_heartbeat(id);
                 Ok(false)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                // Not written: the next heartbeat tries again.
+                if let Ok(mut h) = self.heartbeats.lock()
+                    && h.written.get(id) == Some(&now)
+                {
+                    h.written.remove(id);
+                }
+                Err(e)
+            }
         }
     }
 
     fn forget_heartbeat(&self, id: &SessionId) {
-        if let Ok(mut m) = self.heartbeats.lock() {
-            m.remove(id);
+        if let Ok(mut h) = self.heartbeats.lock() {
+            h.written.remove(id);
         }
     }
 

@@ -895,6 +895,133 @@ async fn heartbeats_are_written_at_most_once_per_interval() {
     );
 }
 
+/// The in-memory store, whose `touch` says when it starts and then waits to be let through.
+struct GatedTouch {
+    inner: InMemoryStore,
+    touches: std::sync::atomic::AtomicUsize,
+    entered: tokio::sync::Notify,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for GatedTouch {
+    async fn insert(&self, s: &Session, c: Change) -> Result<Recorded, Error> {
+        self.inner.insert(s, c).await
+    }
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>, Error> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, q: &ListQuery) -> Result<Vec<Session>, Error> {
+        self.inner.list(q).await
+    }
+    async fn counts(&self) -> Result<StatusCounts, Error> {
+        self.inner.counts().await
+    }
+    async fn touch(&self, id: &SessionId, c: Change) -> Result<Option<Recorded>, Error> {
+        self.touches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.entered.notify_one();
+        let _pass = self.gate.acquire().await;
+        self.inner.touch(id, c).await
+    }
+    async fn disconnect(
+        &self,
+        id: &SessionId,
+        r: &DisconnectReason,
+        c: Change,
+    ) -> Result<Option<Recorded>, Error> {
+        self.inner.disconnect(id, r, c).await
+    }
+    async fn set_token(
+        &self,
+        id: &SessionId,
+        h: &TokenHash,
+        e: Timestamp,
+        c: Change,
+    ) -> Result<Option<Recorded>, Error> {
+        self.inner.set_token(id, h, e, c).await
+    }
+    async fn consume_token(
+        &self,
+        id: &SessionId,
+        p: &TokenHash,
+        n: &TokenHash,
+        e: Timestamp,
+        c: Change,
+    ) -> Result<Option<Recorded>, Error> {
+        self.inner.consume_token(id, p, n, e, c).await
+    }
+    async fn revoke_token(&self, id: &SessionId, c: Change) -> Result<Option<Recorded>, Error> {
+        self.inner.revoke_token(id, c).await
+    }
+    async fn mark_idle(&self, t: Timestamp, c: Change) -> Result<Vec<Recorded>, Error> {
+        self.inner.mark_idle(t, c).await
+    }
+    async fn reap(
+        &self,
+        t: Timestamp,
+        r: &DisconnectReason,
+        c: Change,
+    ) -> Result<Vec<Recorded>, Error> {
+        self.inner.reap(t, r, c).await
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_during_the_write_do_not_write_again() {
+    let store = Arc::new(GatedTouch {
+        inner: InMemoryStore::new(),
+        touches: 0.into(),
+        entered: tokio::sync::Notify::new(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));
+    let m = SessionManager::new(
+        store.clone(),
+        Arc::new(FakeAuthority),
+        Arc::new(NoEvents),
+        clock.clone(),
+        Policy::defaults(),
+    )
+    .unwrap();
+    m.open(new_session("a")).await.unwrap();
+    let first = tokio::spawn({
+        let m = m.clone();
+        async move { m.heartbeat(&id("a")).await }
+    });
+    store.entered.notified().await;
+    // The first one's write is in flight: these are acknowledged without writing.
+    for _ in 0..10 {
+        clock.advance(Duration::from_millis(10));
+        // Bounded only so that a regression fails instead of hanging on the closed gate.
+        let beat = tokio::time::timeout(Duration::from_secs(10), m.heartbeat(&id("a")))
+            .await
+            .expect("acknowledged without waiting for the write in flight");
+        assert!(beat.unwrap());
+    }
+    store.gate.add_permits(100);
+    assert!(first.await.unwrap().unwrap());
+    assert_eq!(store.touches.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failed_heartbeat_write_is_tried_again_by_the_next() {
+    let w = world_with(Policy::defaults());
+    let m = SessionManager::new(
+        Arc::new(DownStore),
+        Arc::new(FakeAuthority),
+        Arc::new(NoEvents),
+        w.clock.clone(),
+        Policy::defaults(),
+    )
+    .unwrap();
+    assert!(m.heartbeat(&id("a")).await.is_err());
+    assert!(
+        m.heartbeat(&id("a")).await.is_err(),
+        "not written: not coalesced with the failed one"
+    );
+}
+
 #[tokio::test]
 async fn a_heartbeat_for_an_ended_or_unknown_session_is_false() {
     let w = world();
