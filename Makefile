@@ -19,13 +19,15 @@ test:
 	$(CARGO) test --workspace --doc
 
 ## Benchmarks (release build): the reconnect path, live monitoring with 1,000 and 10,000
-## dashboards, then the MCP endpoint (tools/call vs REST, session restore). PostgreSQL columns need
+## dashboards, the MCP endpoint (tools/call vs REST, session restore, heartbeats), then the cost
+## curves and their plots (docs/bench; needs wrk and ../shared/peer). PostgreSQL columns need
 ## TETHER_TEST_POSTGRES_URL. See BENCHMARKS.md.
 bench:
 	$(CARGO) build --release -p tether-api -p tether-bench
 	./target/release/tether-bench --tether ./target/release/tether
 	ulimit -n 65536 2>/dev/null || true; ./target/release/tether-bench-ws --tether ./target/release/tether
 	./target/release/tether-bench-mcp --tether ./target/release/tether
+	crates/bench/scripts/curves.sh
 
 ## What CI checks besides the tests: formatting, lints, and the docs (broken links are errors).
 lint:

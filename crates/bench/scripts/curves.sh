@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
 out="${1:-$root/docs/bench}"
-"$root/tests/pyvenv.sh" target/plot-venv "$root/crates/bench/scripts/plot-requirements.txt" matplotlib
+"$root/tests/pyvenv.sh" target/plot-venv "$root/crates/bench/scripts/plot-requirements.txt" matplotlib >&2
 python3 "$root/crates/bench/scripts/curves.py" "$root/target/release/tether" \
   "$root/target/release/tether-bench-ws" "$out" ${QUICK:+--quick}
 "$root/target/plot-venv/bin/python" "$root/crates/bench/scripts/plot_curves.py" "$out/curves.json" "$out"
