@@ -1,10 +1,12 @@
-//! Group commit of reconnects on PostgreSQL.
+//! Group commit of reconnects.
 //!
 //! A reconnect is one small statement, and on PostgreSQL most of its cost is per statement, not per
 //! row: the wake-up of a backend process, a snapshot, executor start-up, a commit record and its WAL
-//! flush, and a round trip each way. Reconnects that arrive while another group is being written
+//! flush, and a round trip each way. On SQLite, whose one writer takes writes in turn, the turn, the
+//! transaction's BEGIN and COMMIT and their hand-offs to the blocking pool are per transaction. Reconnects that arrive while another group is being written
 //! therefore wait, and go together as one statement and one commit: the same compare-and-swap and
-//! outbox row per session, for every session of the group at once ([`ConsumeMany`]). Under load
+//! outbox row per session, for every session of the group at once ([`ConsumeMany`]; on SQLite, one
+//! transaction holding each member's portable statement and outbox row in turn). Under load
 //! groups grow by themselves (whatever queued during the previous statement); a lone reconnect goes
 //! at once, as the one-row statement it always was.
 //!
@@ -27,31 +29,34 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Binary, Nullable, Text, Untyped};
 use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use tether_domain::{Change, SessionId, Timestamp, TokenHash};
+use tether_domain::{Change, Recorded, SessionId, Timestamp, TokenHash};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::conn::{Conn, Connections};
+use crate::db::Backend;
 use crate::error::Error;
 use crate::feed::FeedState;
 use crate::models::SessionRow;
 use crate::postgres;
+use crate::store::{consume_update, record, recorded};
 
 /// Most reconnects in one statement. Past a few dozen the per-row work dominates and a bigger group
 /// only makes its members wait longer.
 const MAX_GROUP: usize = 64;
 
-/// Groups being written at once. Two keep both cores of a small machine busy: one group executes
-/// while the other waits for its WAL flush. A session is never in two of them (the second waits),
-/// so groups never wait on each other's row locks.
+/// Groups being written at once on PostgreSQL. Two keep both cores of a small machine busy: one group
+/// executes while the other waits for its WAL flush. A session is never in two of them (the second
+/// waits), so groups never wait on each other's row locks. On SQLite, one: it has one writer.
 const IN_FLIGHT: usize = 2;
 
 /// Reconnects waiting to be grouped. When full, callers wait to enqueue (within their timeout).
 const QUEUE: usize = 4096;
 
-/// A consumed token: the changed row and its outbox row's `seq`.
-pub(crate) type Consumed = Option<(SessionRow, i64)>;
+/// A consumed token: the changed session and its event, as stored.
+pub(crate) type Consumed = Option<Recorded>;
 
 /// One reconnect's compare-and-swap, waiting for its group.
+#[derive(Clone)]
 pub(crate) struct Consume {
     /// The session.
     pub(crate) id: SessionId,
@@ -98,7 +103,8 @@ impl Batcher {
     }
 }
 
-/// Forms groups and writes them, at most [`IN_FLIGHT`] at a time, until every handle is gone.
+/// Forms groups and writes them, at most [`IN_FLIGHT`] at a time (one on SQLite), until every
+/// handle is gone.
 async fn run(mut queue: mpsc::Receiver<Waiting>, conns: Connections, feed: Arc<FeedState>) {
     // Reconnects that could not join a group yet (their session is in a group being written, or
     // the group was full), in arrival order, ahead of anything still in the queue.
@@ -107,9 +113,13 @@ async fn run(mut queue: mpsc::Receiver<Waiting>, conns: Connections, feed: Arc<F
     let mut busy: HashSet<SessionId> = HashSet::new();
     let (done, mut finished) = mpsc::unbounded_channel::<Vec<SessionId>>();
     let mut in_flight = 0;
+    let most = match conns.backend() {
+        Backend::Postgres => IN_FLIGHT,
+        Backend::Sqlite => 1,
+    };
     let mut open = true;
     loop {
-        while in_flight < IN_FLIGHT {
+        while in_flight < most {
             while held.len() < 2 * MAX_GROUP {
                 match queue.try_recv() {
                     Ok(w) => held.push_back(w),
@@ -136,7 +146,7 @@ async fn run(mut queue: mpsc::Receiver<Waiting>, conns: Connections, feed: Arc<F
                     busy.remove(id);
                 }
             }
-            w = queue.recv(), if open && in_flight < IN_FLIGHT => match w {
+            w = queue.recv(), if open && in_flight < most => match w {
                 Some(w) => held.push_back(w),
                 None => open = false,
             },
@@ -169,23 +179,12 @@ fn next_group(held: &mut VecDeque<Waiting>, busy: &HashSet<SessionId>) -> Vec<Wa
     group
 }
 
-/// Writes `group` as one statement and answers each member.
+/// Writes `group` as one statement (one transaction on SQLite) and answers each member.
 async fn write(conns: &Connections, feed: &Arc<FeedState>, group: Vec<Waiting>) {
     let (consumes, replies): (Vec<_>, Vec<_>) =
         group.into_iter().map(|w| (w.consume, w.reply)).unzip();
     let consumes = Arc::new(consumes);
-    let statement = Arc::clone(&consumes);
-    let result = conns
-        .call("consume_group", true, move |conn| {
-            Box::pin(async move {
-                let Conn::Postgres(c) = conn else {
-                    return Err(Error::Task("group commit runs on PostgreSQL only".into()));
-                };
-                consume_all(c, &statement).await
-            })
-        })
-        .await;
-    match result {
+    match run_group(conns, Arc::clone(&consumes)).await {
         Ok(results) => {
             if results.iter().any(Option::is_some) {
                 feed.committed();
@@ -203,18 +202,7 @@ async fn write(conns: &Connections, feed: &Arc<FeedState>, group: Vec<Waiting>) 
         Err(e) => {
             tracing::warn!(error = %e, size = replies.len(), "a reconnect group failed; writing its members one by one");
             for (consume, reply) in consumes.iter().zip(replies) {
-                let one = Arc::new(vec![clone_of(consume)]);
-                let result = conns
-                    .call("consume_group", true, move |conn| {
-                        Box::pin(async move {
-                            let Conn::Postgres(c) = conn else {
-                                return Err(Error::Task(
-                                    "group commit runs on PostgreSQL only".into(),
-                                ));
-                            };
-                            consume_all(c, &one).await
-                        })
-                    })
+                let result = run_group(conns, Arc::new(vec![consume.clone()]))
                     .await
                     .map(|mut r| r.pop().flatten());
                 if matches!(result, Ok(Some(_))) {
@@ -226,20 +214,58 @@ async fn write(conns: &Connections, feed: &Arc<FeedState>, group: Vec<Waiting>) 
     }
 }
 
-fn clone_of(c: &Consume) -> Consume {
-    Consume {
-        id: c.id.clone(),
-        presented: c.presented,
-        next: c.next,
-        next_expires_at: c.next_expires_at,
-        change: c.change,
-    }
+/// Runs `group` through the pool (on SQLite, as the writer): for each member, in order, what its
+/// compare-and-swap recorded, or `None` when its token could not be consumed.
+async fn run_group(conns: &Connections, group: Arc<Vec<Consume>>) -> Result<Vec<Consumed>, Error> {
+    conns
+        .call("consume_group", true, move |conn| {
+            Box::pin(async move {
+                match conn {
+                    Conn::Postgres(c) => {
+                        let rows = consume_all(c, &group).await?;
+                        rows.into_iter()
+                            .zip(group.iter())
+                            .map(|(row, g)| {
+                                row.map(|(row, seq)| recorded(row.into_session()?, seq, g.change))
+                                    .transpose()
+                            })
+                            .collect()
+                    }
+                    // One transaction, each member's portable compare-and-swap and outbox row in
+                    // turn: the writer's BEGIN and COMMIT, and its turn, once per group.
+                    conn => {
+                        conn.transaction(move |mut c| {
+                            Box::pin(async move {
+                                let mut out = Vec::with_capacity(group.len());
+                                for g in group.iter() {
+                                    let update = consume_update(
+                                        g.id.clone(),
+                                        g.presented,
+                                        g.next,
+                                        g.next_expires_at,
+                                        g.change,
+                                    );
+                                    let rows = update(c.reborrow()).await?;
+                                    out.push(record(c.reborrow(), rows, g.change).await?.pop());
+                                }
+                                Ok(out)
+                            })
+                        })
+                        .await
+                    }
+                }
+            })
+        })
+        .await
 }
 
 /// Runs the compare-and-swap of every member of `group` in one statement: for each member, in
 /// order, its changed row and `seq`, or `None` when its token could not be consumed. A group of one
 /// runs the one-row statement.
-async fn consume_all(c: &mut AsyncPgConnection, group: &[Consume]) -> Result<Vec<Consumed>, Error> {
+async fn consume_all(
+    c: &mut AsyncPgConnection,
+    group: &[Consume],
+) -> Result<Vec<Option<(SessionRow, i64)>>, Error> {
     if let [one] = group {
         let consumed = postgres::consume_token(
             c,

@@ -21,7 +21,7 @@ use tether_domain::{
 
 use crate::batch::{Batcher, Consume};
 use crate::conn::{Conn, Work};
-use crate::db::{Backend, Database};
+use crate::db::Database;
 use crate::error::Error;
 use crate::models::{NewEventRow, SessionRow};
 use crate::schema::session_events;
@@ -109,7 +109,7 @@ pub(crate) fn recorded(session: Session, seq: i64, change: Change) -> Result<Rec
 }
 
 /// Inside a transaction: the outbox row of each changed row.
-async fn record(
+pub(crate) async fn record(
     mut conn: Conn<'_>,
     rows: Vec<SessionRow>,
     change: Change,
@@ -151,7 +151,7 @@ async fn change_in(
 /// concurrent attempts with one token exactly one gets a row back. The `SET` is
 /// `Session::apply_reconnect`; `prev_token_hash` takes the pre-update `token_hash` (SET expressions
 /// read the old row).
-fn consume_update(
+pub(crate) fn consume_update(
     id: SessionId,
     presented: TokenHash,
     next: TokenHash,
@@ -388,36 +388,22 @@ impl SessionStore for Database {
         next_expires_at: Timestamp,
         change: Change,
     ) -> Result<Option<Recorded>, DomainError> {
-        if self.backend() == Backend::Postgres {
-            // Grouped with the reconnects that arrive meanwhile: one statement and one commit for
-            // all of them (batch.rs).
-            let consume = Consume {
-                id: id.clone(),
-                presented: *presented,
-                next: *next,
-                next_expires_at,
-                change,
-            };
-            let group = self
-                .group
-                .get_or_init(|| Batcher::start(self.conns.clone(), Arc::clone(&self.feed)));
-            let consumed = self
-                .conns
-                .observed("consume_token", group.consume(consume))
-                .await?;
-            return match consumed {
-                Some((row, seq)) => Ok(Some(recorded(row.into_session()?, seq, change)?)),
-                None => Ok(None),
-            };
-        }
-        let (id, presented, next) = (id.clone(), *presented, *next);
-        let mut out = self
-            .recording("consume_token", move |conn| {
-                let update = consume_update(id, presented, next, next_expires_at, change);
-                Box::pin(change_in(conn, change, update))
-            })
-            .await?;
-        Ok(out.pop())
+        // Grouped with the reconnects that arrive meanwhile: one statement (one transaction on
+        // SQLite) and one commit for all of them (batch.rs).
+        let consume = Consume {
+            id: id.clone(),
+            presented: *presented,
+            next: *next,
+            next_expires_at,
+            change,
+        };
+        let group = self
+            .group
+            .get_or_init(|| Batcher::start(self.conns.clone(), Arc::clone(&self.feed)));
+        Ok(self
+            .conns
+            .observed("consume_token", group.consume(consume))
+            .await?)
     }
 
     async fn revoke_token(
