@@ -2,16 +2,17 @@
 //!
 //! A reconnect is one small statement, and on PostgreSQL most of its cost is per statement, not per
 //! row: the wake-up of a backend process, a snapshot, executor start-up, a commit record and its WAL
-//! flush, and a round trip each way. On SQLite, whose one writer takes writes in turn, the turn, the
-//! transaction's BEGIN and COMMIT and their hand-offs to the blocking pool are per transaction. Reconnects that arrive while another group is being written
-//! therefore wait, and go together as one statement and one commit: the same compare-and-swap and
-//! outbox row per session, for every session of the group at once ([`ConsumeMany`]; on SQLite, one
-//! transaction holding each member's portable statement and outbox row in turn). Under load
-//! groups grow by themselves (whatever queued during the previous statement); a lone reconnect goes
-//! at once, as the one-row statement it always was.
+//! flush, and a round trip each way. On SQLite, whose one writer takes writes in turn, the turn,
+//! BEGIN and COMMIT, and their hand-offs to the blocking pool are per transaction. Reconnects that
+//! arrive while another group is being written therefore wait, and go together: on PostgreSQL as one
+//! statement and one commit, the same compare-and-swap and outbox row per session for every session
+//! of the group at once ([`ConsumeMany`]); on SQLite as one transaction holding each member's
+//! portable statement and outbox row in turn. Under load groups grow by themselves (whatever queued
+//! during the previous group); a lone reconnect goes at once, as the one-row statement it always was.
 //!
 //! What stays as it was, one reconnect at a time:
-//! - each is committed (durably: `synchronous_commit` is untouched) before it is answered;
+//! - each is committed, as durably as before (PostgreSQL's `synchronous_commit` is untouched),
+//!   before it is answered;
 //! - two reconnects of one session never share a statement: the second waits for the next group,
 //!   so it sees the first one's effect exactly as it would have one statement later (a token
 //!   presented twice is consumed once, and the second is then judged reuse);
