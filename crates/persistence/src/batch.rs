@@ -555,16 +555,10 @@ mod tests {
 
     #[test]
     fn groups_are_bounded() {
-        let mut held: VecDeque<Waiting> = (0..MAX_GROUP + 3)
-            .map(|i| waiting(&format!("s{i}")).0)
-            .collect();
-        // The receivers were dropped: keep them alive instead.
-        let mut keep = Vec::new();
-        for w in &mut held {
-            let (reply, rx) = oneshot::channel();
-            w.reply = reply;
-            keep.push(rx);
-        }
+        // The receivers are kept: a member whose caller is gone would be left out.
+        let (mut held, _callers): (VecDeque<Waiting>, Vec<_>) = (0..MAX_GROUP + 3)
+            .map(|i| waiting(&format!("s{i}")))
+            .unzip();
         assert_eq!(next_group(&mut held, &HashSet::new()).len(), MAX_GROUP);
         assert_eq!(held.len(), 3);
     }
