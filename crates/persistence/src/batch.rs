@@ -7,7 +7,7 @@
 //! arrive while another group is being written therefore wait, and go together: on PostgreSQL as one
 //! statement and one commit, the same compare-and-swap and outbox row per session for every session
 //! of the group at once ([`ConsumeMany`]); on SQLite as one transaction holding each member's
-//! portable statement and outbox row in turn. Under load groups grow by themselves (whatever queued
+//! portable statement and outbox row in turn, run as one call on the writer's blocking connection. Under load groups grow by themselves (whatever queued
 //! during the previous group); a lone reconnect goes at once, as the one-row statement it always was.
 //!
 //! What stays as it was, one reconnect at a time:
@@ -39,7 +39,7 @@ use crate::error::Error;
 use crate::feed::FeedState;
 use crate::models::SessionRow;
 use crate::postgres;
-use crate::store::{consume_update, record, recorded};
+use crate::store::{consume_on_sqlite, recorded};
 
 /// Most reconnects in one statement. Past a few dozen the per-row work dominates and a bigger group
 /// only makes its members wait longer.
@@ -232,27 +232,10 @@ async fn run_group(conns: &Connections, group: Arc<Vec<Consume>>) -> Result<Vec<
                             })
                             .collect()
                     }
-                    // One transaction, each member's portable compare-and-swap and outbox row in
-                    // turn: the writer's BEGIN and COMMIT, and its turn, once per group.
-                    conn => {
-                        conn.transaction(move |mut c| {
-                            Box::pin(async move {
-                                let mut out = Vec::with_capacity(group.len());
-                                for g in group.iter() {
-                                    let update = consume_update(
-                                        g.id.clone(),
-                                        g.presented,
-                                        g.next,
-                                        g.next_expires_at,
-                                        g.change,
-                                    );
-                                    let rows = update(c.reborrow()).await?;
-                                    out.push(record(c.reborrow(), rows, g.change).await?.pop());
-                                }
-                                Ok(out)
-                            })
-                        })
-                        .await
+                    // The whole transaction in one blocking call; the writer's turn once per group.
+                    Conn::Sqlite(c) => {
+                        c.spawn_blocking(move |c| Ok(consume_on_sqlite(c, &group)))
+                            .await?
                     }
                 }
             })

@@ -12,14 +12,14 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::QueryFragment;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sqlite::Sqlite;
+use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel_async::RunQueryDsl;
 use tether_domain::{
     Change, DisconnectReason, Error as DomainError, ListQuery, Recorded, Session, SessionEvent,
     SessionId, SessionStatus, SessionStore, StatusCounts, StoredEvent, Timestamp, TokenHash,
 };
 
-use crate::batch::{Batcher, Consume};
+use crate::batch::{Batcher, Consume, Consumed};
 use crate::conn::{Conn, Work};
 use crate::db::Database;
 use crate::error::Error;
@@ -109,7 +109,7 @@ pub(crate) fn recorded(session: Session, seq: i64, change: Change) -> Result<Rec
 }
 
 /// Inside a transaction: the outbox row of each changed row.
-pub(crate) async fn record(
+async fn record(
     mut conn: Conn<'_>,
     rows: Vec<SessionRow>,
     change: Change,
@@ -145,39 +145,56 @@ async fn change_in(
     .await
 }
 
-/// The reconnect's compare-and-swap in portable SQL, on SQLite (PostgreSQL runs the same change and
-/// its outbox row as one statement, for a group of reconnects at once: `batch.rs`). The `WHERE` is
-/// `Session::can_consume`: only the row whose live hash is the presented one changes, so of N
-/// concurrent attempts with one token exactly one gets a row back. The `SET` is
-/// `Session::apply_reconnect`; `prev_token_hash` takes the pre-update `token_hash` (SET expressions
-/// read the old row).
-pub(crate) fn consume_update(
-    id: SessionId,
-    presented: TokenHash,
-    next: TokenHash,
-    next_expires_at: Timestamp,
-    change: Change,
-) -> impl Work<Vec<SessionRow>> {
-    let now = change.at.as_micros();
-    move |conn| {
-        Box::pin(async move {
-            Ok(on_conn!(conn, |c| {
-                diesel::update(live(id.as_str()))
-                    .filter(s::token_hash.eq(presented.as_bytes().as_slice()))
-                    .filter(s::token_expires_at.gt(now))
-                    .set((
-                        s::prev_token_hash.eq(s::token_hash),
-                        s::token_hash.eq(next.as_bytes().as_slice()),
-                        s::token_expires_at.eq(next_expires_at.as_micros()),
-                        s::token_rotated_at.eq(now),
-                        s::reconnect_count.eq(s::reconnect_count + 1),
-                        Touched::at(change.at),
-                    ))
-                    .returning(SessionRow::as_returning())
-                    .get_results(c)
-                    .await
-            })?)
-        })
+/// The reconnects of `group`, in order, as one transaction of SQLite's writer: for each, what its
+/// compare-and-swap recorded, or `None` when its token could not be consumed. Runs on the blocking
+/// connection itself, so that the whole group is one hand-off to the blocking pool rather than two per
+/// statement (diesel-async's SQLite wrapper sends each statement there and back on its own).
+/// PostgreSQL runs the same change as one statement for the whole group (`batch.rs`).
+pub(crate) fn consume_on_sqlite(
+    c: &mut SqliteConnection,
+    group: &[Consume],
+) -> Result<Vec<Consumed>, Error> {
+    // IMMEDIATE: the write lock is taken at BEGIN, so the transaction never has to upgrade a read
+    // lock (which SQLite refuses at once when another writer committed in between).
+    c.immediate_transaction(|c| group.iter().map(|g| blocking::consume(c, g)).collect())
+}
+
+/// The statements that run on SQLite's synchronous connection (diesel's blocking API).
+mod blocking {
+    use diesel::RunQueryDsl;
+
+    use super::*;
+
+    /// The reconnect's compare-and-swap in portable SQL, and its outbox row. The `WHERE` is
+    /// `Session::can_consume`: only the row whose live hash is the presented one changes, so of N
+    /// attempts with one token exactly one gets a row back. The `SET` is `Session::apply_reconnect`;
+    /// `prev_token_hash` takes the pre-update `token_hash` (SET expressions read the old row).
+    pub(super) fn consume(c: &mut SqliteConnection, g: &Consume) -> Result<Consumed, Error> {
+        let now = g.change.at.as_micros();
+        let Some(row) = diesel::update(live(g.id.as_str()))
+            .filter(s::token_hash.eq(g.presented.as_bytes().as_slice()))
+            .filter(s::token_expires_at.gt(now))
+            .set((
+                s::prev_token_hash.eq(s::token_hash),
+                s::token_hash.eq(g.next.as_bytes().as_slice()),
+                s::token_expires_at.eq(g.next_expires_at.as_micros()),
+                s::token_rotated_at.eq(now),
+                s::reconnect_count.eq(s::reconnect_count + 1),
+                Touched::at(g.change.at),
+            ))
+            .returning(SessionRow::as_returning())
+            .get_result(c)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let session = row.into_session()?;
+        let event = SessionEvent::of(g.change.event, &session, g.change.at);
+        let seq = diesel::insert_into(session_events::table)
+            .values(NewEventRow::from_event(&event))
+            .returning(session_events::seq)
+            .get_result(c)?;
+        recorded(session, seq, g.change).map(Some)
     }
 }
 
