@@ -5,12 +5,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures_util::future::BoxFuture;
 
+use crate::checkpoint;
 use crate::db::{Backend, Database, SqliteConn};
 use crate::error::Error;
 
@@ -109,17 +111,26 @@ pub(crate) struct Connections {
     /// other needs (SQLITE_BUSY at once, no retry). Readers do not take it: WAL lets them run beside
     /// the writer.
     sqlite_writer: Arc<tokio::sync::Semaphore>,
+    /// Set by every SQLite write, cleared by the checkpoint task (`checkpoint.rs`).
+    sqlite_wrote: Arc<AtomicBool>,
 }
 
 impl Connections {
     /// Calls on `pools` bounded by `timeout`; SQLite calls will run on the current runtime.
+    /// On SQLite, also starts the WAL checkpoints (`checkpoint.rs`).
     pub(crate) fn new(pools: Pools, timeout: Duration) -> Self {
+        let runtime = tokio::runtime::Handle::current();
+        let sqlite_wrote = Arc::new(AtomicBool::new(false));
+        if let Pools::Sqlite(pool) = &pools {
+            checkpoint::start(&runtime, pool, Arc::clone(&sqlite_wrote));
+        }
         Self {
             pools,
             timeout,
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
             observer: None,
             sqlite_writer: Arc::new(tokio::sync::Semaphore::new(1)),
+            sqlite_wrote,
         }
     }
 
@@ -305,17 +316,29 @@ impl Connections {
         match &self.pools {
             Pools::Sqlite(pool) => {
                 let pool = pool.clone();
-                let writer = writes.then(|| Arc::clone(&self.sqlite_writer));
+                let writer = writes.then(|| {
+                    (
+                        Arc::clone(&self.sqlite_writer),
+                        Arc::clone(&self.sqlite_wrote),
+                    )
+                });
                 let task = self.runtime.spawn(bounded(limit, observed, async move {
                     // Held until the work is done, transaction committed included.
-                    let _turn = match writer {
-                        Some(w) => Some(w.acquire_owned().await.map_err(|_| {
-                            Error::Task("the SQLite writer queue is closed".into())
-                        })?),
-                        None => None,
+                    let (_turn, wrote) = match writer {
+                        Some((turn, wrote)) => (
+                            Some(turn.acquire_owned().await.map_err(|_| {
+                                Error::Task("the SQLite writer queue is closed".into())
+                            })?),
+                            Some(wrote),
+                        ),
+                        None => (None, None),
                     };
                     let mut conn = pool.get().await.map_err(|e| Error::Pool(Box::new(e)))?;
-                    work(Conn::Sqlite(&mut conn)).await
+                    let result = work(Conn::Sqlite(&mut conn)).await;
+                    if let Some(wrote) = wrote {
+                        wrote.store(true, Ordering::Release);
+                    }
+                    result
                 }));
                 task.await.map_err(|e| Error::Task(e.to_string()))?
             }

@@ -110,9 +110,12 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Every SQLite connection's settings. The automatic checkpoint is off because it would run inside a
+/// commit, holding the writer's turn: `checkpoint.rs` runs it beside the writer instead.
 fn sqlite_pragmas(timeout: Duration) -> String {
     format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {};",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; \
+         PRAGMA busy_timeout = {};",
         timeout.as_millis()
     )
 }

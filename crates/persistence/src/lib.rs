@@ -13,7 +13,8 @@
 //! The modules: `conn` (every call's entry point, `Database::with_conn`, and the one macro that
 //! compiles a query body for both backends), `db` (connecting, pools, migrations, settings), `store`
 //! (`SessionStore`: the rules as SQL), `feed` (`EventFeed`, wake-ups, pruning), `postgres` (what only
-//! PostgreSQL has: the one-statement reconnect, LISTEN, ending connections), `models` and `schema`
+//! PostgreSQL has: the one-statement reconnect, LISTEN, ending connections), `batch` (group commit
+//! of reconnects), `checkpoint` (SQLite's WAL checkpoints, off the commit path), `models` and `schema`
 //! (rows and tables), `admin` (creating and dropping databases). The store contract that both
 //! backends must keep is `tether_domain::contract`, run in `tests/it/contract.rs`.
 //!
@@ -57,6 +58,7 @@ mod conn;
 
 pub mod admin;
 mod batch;
+mod checkpoint;
 mod db;
 mod error;
 mod feed;
