@@ -15,12 +15,13 @@ use std::time::Duration;
 use actix_http::ws::{CloseCode, CloseReason, Frame, Item, ProtocolError};
 use socket2::Socket;
 use tether_domain::{Clock, EventFeed};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout_at};
 
 use crate::config::RealtimeConfig;
 use crate::error::{Error, chain};
 use crate::message::{self, Text};
+use crate::queue;
 use crate::socket;
 use crate::subscription::{Kill, PAGE, Subscription};
 use crate::wire::{Gone, Inbound, Outbound};
@@ -104,7 +105,7 @@ pub(crate) async fn run(
 fn unsubscribe(mut sub: Subscription) {
     // Closed first, so the pump's later pushes fail (and it takes their bytes back itself).
     sub.queue.close();
-    while let Ok(text) = sub.queue.try_recv() {
+    while let Some(text) = sub.queue.try_recv() {
         sub.budget.release(text.len());
     }
     drop(sub);
@@ -188,10 +189,7 @@ async fn replay(
 }
 
 /// The next message from the queue, taken only once the body has room for it.
-async fn next_message(
-    out: &Outbound,
-    queue: &mut mpsc::Receiver<Text>,
-) -> Result<Option<Text>, Gone> {
+async fn next_message(out: &Outbound, queue: &mut queue::Receiver) -> Result<Option<Text>, Gone> {
     out.room().await?;
     Ok(queue.recv().await)
 }

@@ -30,6 +30,7 @@ use crate::config::RealtimeConfig;
 use crate::connection::Replays;
 use crate::error::{Error, chain};
 use crate::message::{self, Text};
+use crate::queue::{self, Refused};
 use crate::sequencer::Sequencer;
 use crate::subscription::{Command, Kill, PAGE, Subscription};
 use crate::{ConnectOptions, HealthUpdates, connection, socket, wire};
@@ -293,7 +294,7 @@ impl Hub {
         budget: Arc<Budget>,
         health: HealthUpdates,
     ) -> Result<Subscription, Error> {
-        let (queue_tx, queue) = mpsc::channel(self.inner.config.queue_capacity);
+        let (queue_tx, queue) = queue::queue(self.inner.config.queue_capacity);
         let (kill_tx, kill) = oneshot::channel();
         let (reply_tx, reply) = oneshot::channel();
         self.inner
@@ -332,7 +333,7 @@ impl EventSink for Hub {
 
 /// A registered connection, as the pump sees it.
 struct Entry {
-    queue: mpsc::Sender<Text>,
+    queue: queue::Sender,
     kill: oneshot::Sender<Kill>,
     budget: Arc<Budget>,
     health: HealthUpdates,
@@ -571,11 +572,11 @@ impl Pump {
             entry.budget.charge(bytes);
             match entry.queue.try_send(Arc::clone(text)) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(Refused::Full) => {
                     entry.budget.release(bytes);
                     gone.push((*id, true));
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(Refused::Closed) => {
                     entry.budget.release(bytes);
                     gone.push((*id, false));
                 }

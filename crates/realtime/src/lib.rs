@@ -73,6 +73,7 @@ mod connection;
 mod error;
 mod hub;
 mod message;
+mod queue;
 mod request;
 mod sequencer;
 mod socket;

@@ -8,7 +8,7 @@ use actix_http::ws::CloseCode;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::Budget;
-use crate::message::Text;
+use crate::queue;
 
 /// Rows read from the feed per query, by the pump and by a replay.
 pub(crate) const PAGE: u32 = 500;
@@ -41,7 +41,7 @@ pub(crate) struct Subscription {
     /// The pump's `delivered` at registration: every later event (`seq > position`) goes to `queue`.
     pub(crate) position: u64,
     /// Serialized messages, in order.
-    pub(crate) queue: mpsc::Receiver<Text>,
+    pub(crate) queue: queue::Receiver,
     /// Fires (once) when the pump removes this consumer.
     pub(crate) kill: oneshot::Receiver<Kill>,
     /// The bytes pushed to `queue` are charged here; the consumer releases them once sent.
@@ -60,7 +60,7 @@ impl Drop for Subscription {
 /// What a handle or a subscription asks of the pump.
 pub(crate) enum Command {
     Register {
-        queue: mpsc::Sender<Text>,
+        queue: queue::Sender,
         kill: oneshot::Sender<Kill>,
         budget: Arc<Budget>,
         health: crate::HealthUpdates,
