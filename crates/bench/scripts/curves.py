@@ -9,7 +9,8 @@
 2. Tether's RSS with 10k, 100k and 1M sessions stored (PostgreSQL): the rows are written straight
    into the database before tether starts; RSS after start, then after a page of the list, the
    counts, a metrics scrape and a dashboard that received a health_update.
-3. Dashboard delivery p99 at 1k, 5k and 9k dashboards (tether-bench-ws, health=summary). 10k cannot
+3. Dashboard delivery p99 at 1k, 5k and 9k dashboards (tether-bench-ws --pin: the bench on one core,
+   the server on the other; health=summary). 10k cannot
    run on a machine whose hard `ulimit -n` is 20,000: each dashboard holds two descriptors.
 
 Writes OUT_DIR/curves.json and prints Markdown tables; plot_curves.py draws the PNGs from the JSON.
@@ -183,7 +184,8 @@ DELIVERY = re.compile(r"delivery latency, N = ([\d,]+), p50 / p99 / max \| ([\d.
 
 
 def dashboard_points(binary, bench_ws, counts):
-    out = subprocess.run([bench_ws, "--tether", binary, "--phases", "latency", "--pairs", "1",
+    # --pin: the bench on one core, the server on the other, so that the figure is the server's.
+    out = subprocess.run([bench_ws, "--tether", binary, "--pin", "--phases", "latency", "--pairs", "1",
                           "--health", "summary", "--dashboards", ",".join(map(str, counts))],
                          check=True, capture_output=True, text=True).stdout
     points = [{"dashboards": int(m[1].replace(",", "")), "p50_ms": float(m[2]),

@@ -29,6 +29,8 @@ pub struct Launch<'a> {
     pub shipped_limits: bool,
     /// Further `TETHER_*` settings for this run (they win over the above).
     pub env: Vec<(&'static str, String)>,
+    /// The CPU the server runs on (started through util-linux's `taskset`); `None` leaves it free.
+    pub cpu: Option<usize>,
 }
 
 impl<'a> Launch<'a> {
@@ -50,6 +52,7 @@ impl<'a> Launch<'a> {
             pool: None,
             shipped_limits: false,
             env: Vec::new(),
+            cpu: None,
         }
     }
 
@@ -59,7 +62,15 @@ impl<'a> Launch<'a> {
     /// When it cannot be spawned, exits, is not ready within a minute (with its last stderr lines),
     /// or announces an address other than 127.0.0.1.
     pub fn start(&self) -> io::Result<Server> {
-        let mut launch = tether_testkit::launch::Launch::new(self.exe)
+        // taskset execs the binary: the process (and its pid) is the server's.
+        let launch = match self.cpu {
+            Some(cpu) => tether_testkit::launch::Launch::new("taskset")
+                .arg("-c")
+                .arg(cpu.to_string())
+                .arg(self.exe.to_string_lossy()),
+            None => tether_testkit::launch::Launch::new(self.exe),
+        };
+        let mut launch = launch
             .workdir(self.workdir)
             .env("TETHER_SERVER__BIND", "127.0.0.1:0")
             .env("TETHER_SERVER__SHUTDOWN_TIMEOUT_SECS", "5")

@@ -29,6 +29,8 @@ Usage: tether-bench-ws [FLAGS]
   --pg-spacing-ms MS        time between two of them [50]
   --health full|summary     which health_update the dashboards ask for (?health=) [full]
   --phases LIST             any of latency,drop,health,pg [latency,drop,health,pg]
+  --pin                     run this process on CPU 0 and every server on CPU 1 (with `taskset`),
+                            so that the server's figures are its own, not shared with the bench
   -h, --help                this text
 
 PostgreSQL (phase pg) needs TETHER_TEST_POSTGRES_URL, an admin URL allowed to CREATE DATABASE;
@@ -87,6 +89,8 @@ pub struct Args {
     pub health_summary: bool,
     /// Which phases run.
     pub phases: Phases,
+    /// The bench on CPU 0, the servers on CPU 1.
+    pub pin: bool,
     /// The command line as given, for the report.
     pub command: String,
 }
@@ -117,6 +121,7 @@ impl Default for Args {
                 health: true,
                 pg: true,
             },
+            pin: false,
             command: String::new(),
         }
     }
@@ -159,6 +164,10 @@ impl Args {
             if flag == "-h" || flag == "--help" {
                 println!("{HELP}");
                 return Ok(None);
+            }
+            if flag == "--pin" {
+                a.pin = true;
+                continue;
             }
             let v = match inline {
                 Some(v) => v,

@@ -35,7 +35,10 @@ async fn cross_on(
     url: &str,
     workdir: &Path,
 ) -> Result<Cross, BoxError> {
-    let launch = Launch::new(&args.tether, workdir, url, API_KEY, SECRET);
+    let launch = Launch {
+        cpu: args.pin.then_some(crate::SERVER_CPU),
+        ..Launch::new(&args.tether, workdir, url, API_KEY, SECRET)
+    };
     // One after the other: the second finds the schema migrated (concurrent starts are safe too,
     // but are not what is measured here).
     let mut a = launch.start()?;

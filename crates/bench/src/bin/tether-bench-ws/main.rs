@@ -44,6 +44,10 @@ pub const SECRET: &str = "tether-bench-ws-signing-secret-0123456789abcdef";
 const POSTGRES_ENV: &str = "TETHER_TEST_POSTGRES_URL";
 /// File descriptors the bench needs beyond one per dashboard (stdio, pipes, HTTP, the runtime).
 const FD_MARGIN: u64 = 200;
+/// With `--pin`: where the bench runs, and where every server does.
+const BENCH_CPU: usize = 0;
+/// See [`BENCH_CPU`].
+pub const SERVER_CPU: usize = 1;
 
 fn main() -> Result<(), BoxError> {
     let Some(mut args) = Args::parse()? else {
@@ -67,6 +71,9 @@ fn main() -> Result<(), BoxError> {
             most + FD_MARGIN
         )
         .into());
+    }
+    if args.pin {
+        server::pin_this_process(BENCH_CPU)?;
     }
     eprintln!("machine: {}", server::machine());
     let fleet = Fleet::start(args.client_threads)?;
@@ -139,6 +146,7 @@ pub fn sqlite_server(
     let url = dir.sqlite_url();
     let server = Launch {
         env,
+        cpu: args.pin.then_some(SERVER_CPU),
         ..Launch::new(&args.tether, dir.path(), &url, API_KEY, SECRET)
     }
     .start()?;
@@ -148,14 +156,23 @@ pub fn sqlite_server(
 
 /// The notes under the table: how it was measured and what shares the machine.
 fn notes(args: &Args) -> String {
+    let sharing = if args.pin {
+        format!(
+            "With `--pin` this process runs on CPU {BENCH_CPU} and every server on CPU \
+             {SERVER_CPU} (`taskset`): the server's CPU figures and delivery times are its own, \
+             though a loopback send still runs the receiver's side of TCP on the sender's CPU."
+        )
+    } else {
+        "Client and server share the machine's cores, so every latency includes the client's own \
+         scheduling and frame decoding, and the server never has the cores to itself."
+            .to_owned()
+    };
     format!(
         "Notes:\n\
          - One `tether` per phase on 127.0.0.1 (SQLite in a temporary directory; PostgreSQL for \
          step 7), started with `TETHER_LOG__LEVEL=warn`, stopped with SIGTERM.\n\
          - The dashboards run in this process on {threads} threads, each with its own actix System; \
-         the controller (HTTP requests, the stalled dashboard) on the main thread. Client and server \
-         share the machine's cores, so every latency includes the client's own scheduling and frame \
-         decoding, and the server never has the cores to itself.\n\
+         the controller (HTTP requests, the stalled dashboard) on the main thread. {sharing}\n\
          - Latency: from just before each creation's HTTP request to the decoding of its \
          `session_created` frame at each dashboard, over every (dashboard, event) pair. {pairs} \
          pairs of rounds of {k} creations {sp} ms apart, without and with the stalled dashboard in \

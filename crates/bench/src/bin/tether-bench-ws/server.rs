@@ -109,6 +109,23 @@ pub fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// Moves this process (every thread it has now, and so every thread it starts later) to `cpu`, with
+/// util-linux's `taskset` (setting the affinity directly would need `unsafe`).
+///
+/// # Errors
+/// When `taskset` cannot be run or refuses.
+pub fn pin_this_process(cpu: usize) -> Result<(), BoxError> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run taskset (util-linux) for --pin: {e}"))?;
+    if !status.success() {
+        return Err(format!("taskset could not move this process to CPU {cpu}: {status}").into());
+    }
+    Ok(())
+}
+
 /// CPU model, core count and memory, for the report's header.
 pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -120,7 +137,10 @@ pub fn machine() -> String {
                 .map(|(_, m)| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // The machine's, not this process's (which `--pin` narrows to one).
+    let cores = std::fs::read_to_string("/proc/cpuinfo").map_or(0, |c| {
+        c.lines().filter(|l| l.starts_with("processor")).count()
+    });
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
