@@ -25,7 +25,7 @@ test:
 bench:
 	$(CARGO) build --release -p tether-api -p tether-bench
 	./target/release/tether-bench --tether ./target/release/tether
-	ulimit -n 65536 2>/dev/null || true; ./target/release/tether-bench-ws --tether ./target/release/tether
+	ulimit -n 65536 2>/dev/null || true; ./target/release/tether-bench-ws --tether ./target/release/tether --pin
 	./target/release/tether-bench-mcp --tether ./target/release/tether
 	crates/bench/scripts/curves.sh
 
