@@ -116,7 +116,13 @@ pub fn open_files_limit() -> Option<u64> {
 /// When `taskset` cannot be run or refuses.
 pub fn pin_this_process(cpu: usize) -> Result<(), BoxError> {
     let status = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), &std::process::id().to_string()])
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .status()
         .map_err(|e| format!("cannot run taskset (util-linux) for --pin: {e}"))?;
