@@ -101,6 +101,11 @@ struct Idled {
 /// in the outbox at `seq`.
 pub(crate) fn recorded(session: Session, seq: i64, change: Change) -> Result<Recorded, Error> {
     let event = SessionEvent::of(change.event, &session, change.at);
+    stored(session, event, seq)
+}
+
+/// `session` with `event`, which the outbox stored as `seq`.
+fn stored(session: Session, event: SessionEvent, seq: i64) -> Result<Recorded, Error> {
     let seq = u64::try_from(seq).map_err(|_| Error::Corrupt("negative seq".into()))?;
     Ok(Recorded {
         session,
@@ -125,7 +130,7 @@ async fn record(
                 .get_result(c)
                 .await
         })?;
-        out.push(recorded(session, seq, change)?);
+        out.push(stored(session, event, seq)?);
     }
     Ok(out)
 }
@@ -194,7 +199,7 @@ mod blocking {
             .values(NewEventRow::from_event(&event))
             .returning(session_events::seq)
             .get_result(c)?;
-        recorded(session, seq, g.change).map(Some)
+        stored(session, event, seq).map(Some)
     }
 }
 
