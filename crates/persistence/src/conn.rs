@@ -110,9 +110,24 @@ pub(crate) struct Connections {
     /// saturation), and two deferred transactions that both read then write can each hold what the
     /// other needs (SQLITE_BUSY at once, no retry). Readers do not take it: WAL lets them run beside
     /// the writer.
-    sqlite_writer: Arc<tokio::sync::Semaphore>,
-    /// Set by every SQLite write, cleared by the checkpoint task (`checkpoint.rs`).
-    sqlite_wrote: Arc<AtomicBool>,
+    sqlite_writer: Arc<SqliteWriter>,
+}
+
+/// SQLite's one writer: whose turn it is, and whether it wrote since the last checkpoint.
+pub(crate) struct SqliteWriter {
+    turn: tokio::sync::Semaphore,
+    /// Set by every write, cleared by the checkpoint task (`checkpoint.rs`).
+    pub(crate) wrote: AtomicBool,
+}
+
+impl SqliteWriter {
+    /// Nobody's turn taken, nothing written.
+    pub(crate) fn new() -> Self {
+        Self {
+            turn: tokio::sync::Semaphore::new(1),
+            wrote: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Connections {
@@ -120,17 +135,16 @@ impl Connections {
     /// On SQLite, also starts the WAL checkpoints (`checkpoint.rs`).
     pub(crate) fn new(pools: Pools, timeout: Duration) -> Self {
         let runtime = tokio::runtime::Handle::current();
-        let sqlite_wrote = Arc::new(AtomicBool::new(false));
+        let sqlite_writer = Arc::new(SqliteWriter::new());
         if let Pools::Sqlite(pool) = &pools {
-            checkpoint::start(&runtime, pool, Arc::clone(&sqlite_wrote));
+            checkpoint::start(&runtime, pool, Arc::clone(&sqlite_writer));
         }
         Self {
             pools,
             timeout,
             runtime,
             observer: None,
-            sqlite_writer: Arc::new(tokio::sync::Semaphore::new(1)),
-            sqlite_wrote,
+            sqlite_writer,
         }
     }
 
@@ -316,27 +330,19 @@ impl Connections {
         match &self.pools {
             Pools::Sqlite(pool) => {
                 let pool = pool.clone();
-                let writer = writes.then(|| {
-                    (
-                        Arc::clone(&self.sqlite_writer),
-                        Arc::clone(&self.sqlite_wrote),
-                    )
-                });
+                let writer = writes.then(|| Arc::clone(&self.sqlite_writer));
                 let task = self.runtime.spawn(bounded(limit, observed, async move {
                     // Held until the work is done, transaction committed included.
-                    let (_turn, wrote) = match writer {
-                        Some((turn, wrote)) => (
-                            Some(turn.acquire_owned().await.map_err(|_| {
-                                Error::Task("the SQLite writer queue is closed".into())
-                            })?),
-                            Some(wrote),
-                        ),
-                        None => (None, None),
+                    let _turn = match &writer {
+                        Some(w) => Some(w.turn.acquire().await.map_err(|_| {
+                            Error::Task("the SQLite writer queue is closed".into())
+                        })?),
+                        None => None,
                     };
                     let mut conn = pool.get().await.map_err(|e| Error::Pool(Box::new(e)))?;
                     let result = work(Conn::Sqlite(&mut conn)).await;
-                    if let Some(wrote) = wrote {
-                        wrote.store(true, Ordering::Release);
+                    if let Some(w) = &writer {
+                        w.wrote.store(true, Ordering::Release);
                     }
                     result
                 }));

@@ -120,6 +120,27 @@ fn sqlite_pragmas(timeout: Duration) -> String {
     )
 }
 
+/// The pool of the SQLite file at `path`, each connection set up with [`sqlite_pragmas`].
+pub(crate) fn sqlite_pool(path: String, options: Options) -> Result<Pool<SqliteConn>, Error> {
+    let mut cfg = ManagerConfig::<SqliteConn>::default();
+    let pragmas = sqlite_pragmas(options.timeout);
+    cfg.custom_setup = Box::new(move |path| {
+        let pragmas = pragmas.clone();
+        let path = path.to_owned();
+        Box::pin(async move {
+            let mut conn = <SqliteConn as AsyncConnection>::establish(&path).await?;
+            conn.batch_execute(&pragmas)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    // The statement itself is the check: a broken SQLite file fails the next statement.
+    cfg.recycling_method = RecyclingMethod::Fast;
+    let mgr = AsyncDieselConnectionManager::new_with_config(path, cfg);
+    build_pool(mgr, options)
+}
+
 fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> tether_domain::BoxError {
     Box::new(e)
 }
@@ -139,25 +160,7 @@ impl Database {
             Target::Postgres(url) => Some(url.clone()),
         };
         let pools = match target {
-            Target::Sqlite(path) => {
-                let mut cfg = ManagerConfig::<SqliteConn>::default();
-                let pragmas = sqlite_pragmas(options.timeout);
-                cfg.custom_setup = Box::new(move |path| {
-                    let pragmas = pragmas.clone();
-                    let path = path.to_owned();
-                    Box::pin(async move {
-                        let mut conn = <SqliteConn as AsyncConnection>::establish(&path).await?;
-                        conn.batch_execute(&pragmas)
-                            .await
-                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                        Ok(conn)
-                    })
-                });
-                // The statement itself is the check: a broken SQLite file fails the next statement.
-                cfg.recycling_method = RecyclingMethod::Fast;
-                let mgr = AsyncDieselConnectionManager::new_with_config(path, cfg);
-                Pools::Sqlite(build_pool(mgr, options)?)
-            }
+            Target::Sqlite(path) => Pools::Sqlite(sqlite_pool(path, options)?),
             Target::Postgres(url) => {
                 let mut cfg = ManagerConfig::<AsyncPgConnection>::default();
                 // A closed connection is caught by `is_broken`; a frozen server by the call timeout.

@@ -2,7 +2,6 @@
 //! `TETHER_TEST_POSTGRES_URL` is set (in CI it must be).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod checkpoint;
 mod contract;
 mod detached;
 mod observed;
