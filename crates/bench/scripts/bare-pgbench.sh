@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # bare-pgbench.sh TETHER [CLIENTS=32] [SECONDS=15]: the PostgreSQL ceiling that issue 9 compares the
-# reconnect with ("the bare statement without any NOTIFY"). One reconnect's statement, written out
-# for one session (the token compare-and-swap and its outbox row, one CTE; tether sends it for a
-# group of sessions at once, crates/persistence/src/batch.rs), alone:
+# reconnect with ("the bare statement without any NOTIFY"). The reconnect's statement of
+# crates/persistence/src/postgres.rs (the token compare-and-swap and its outbox row, one CTE), alone:
 # no HTTP, no tether, prepared, fired by pgbench from CLIENTS connections at random sessions among
 # 100,000, on a fresh database migrated by TETHER itself (so the schema, indexes and the absence of a
 # NOTIFY trigger are the shipped ones). Needs PostgreSQL at 127.0.0.1:5432 and pgbench. Prints
