@@ -8,7 +8,7 @@
 //! statement and one commit, the same compare-and-swap and outbox row per session for every session
 //! of the group at once ([`ConsumeMany`]); on SQLite as one transaction holding each member's
 //! portable statement and outbox row in turn, run as one call on the writer's blocking connection. Under load groups grow by themselves (whatever queued
-//! during the previous group); a lone reconnect goes at once, as a group of one.
+//! during the previous group); a lone reconnect goes at once, as the one-row statement it always was.
 //!
 //! What stays as it was, one reconnect at a time:
 //! - each is committed, as durably as before (PostgreSQL's `synchronous_commit` is untouched),
@@ -38,6 +38,7 @@ use crate::db::Backend;
 use crate::error::Error;
 use crate::feed::FeedState;
 use crate::models::SessionRow;
+use crate::postgres;
 use crate::store::{consume_on_sqlite, recorded};
 
 /// Most reconnects in one statement. Past a few dozen the per-row work dominates and a bigger group
@@ -243,11 +244,24 @@ async fn run_group(conns: &Connections, group: Arc<Vec<Consume>>) -> Result<Vec<
 }
 
 /// Runs the compare-and-swap of every member of `group` in one statement: for each member, in
-/// order, its changed row and `seq`, or `None` when its token could not be consumed.
+/// order, its changed row and `seq`, or `None` when its token could not be consumed. A group of one
+/// runs the one-row statement.
 async fn consume_all(
     c: &mut AsyncPgConnection,
     group: &[Consume],
 ) -> Result<Vec<Option<(SessionRow, i64)>>, Error> {
+    if let [one] = group {
+        let consumed = postgres::consume_token(
+            c,
+            &one.id,
+            &one.presented,
+            &one.next,
+            one.next_expires_at,
+            one.change,
+        )
+        .await?;
+        return Ok(vec![consumed]);
+    }
     let statement = ConsumeMany {
         ids: group.iter().map(|g| g.id.as_str()).collect(),
         presented: group
@@ -283,17 +297,9 @@ struct GroupRow {
     seq: i64,
 }
 
-/// The reconnect as ONE statement for a whole group (a lone reconnect is a group of one): each
-/// member's compare-and-swap and its outbox row in a data-modifying CTE, so a group costs one round
-/// trip instead of four (BEGIN, UPDATE, INSERT, COMMIT). The members arrive as arrays, row `i` of
-/// each array being member `i`, joined to their rows through the primary key. The `WHERE` is
-/// `Session::can_consume` and the `SET` `Session::apply_reconnect`, per member; the event columns
-/// are taken from the updated row as `SessionEvent::of` takes them. The contract suite reads the
-/// events back from the outbox and holds them to the domain's.
-///
-/// A named prepared statement, kept in the connection's statement cache: `diesel::sql_query` marks
-/// itself unsafe to cache, which cost every reconnect a second round trip (parse and describe) and
-/// PostgreSQL a fresh parse and plan (see BENCHMARKS.md, "Where a reconnect's CPU goes").
+/// The reconnect statement (`postgres.rs`) for many sessions at once: the members arrive as arrays,
+/// row `i` of each array being member `i`, joined to their rows through the primary key. The `WHERE`
+/// is `Session::can_consume` and the `SET` `Session::apply_reconnect`, per member.
 struct ConsumeMany<'a> {
     ids: Vec<&'a str>,
     presented: Vec<&'a [u8]>,
@@ -376,7 +382,7 @@ mod tests {
     }
 
     /// The group statement, run directly (grouping itself depends on timing): each member is
-    /// consumed exactly as it would be in a group of its own, and its outbox row is its
+    /// consumed exactly as the one-row statement would consume it alone, and its outbox row is its
     /// own.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_group_statement_judges_each_member_alone() {

@@ -1,21 +1,125 @@
-//! What only PostgreSQL has besides the group reconnect statement (`batch.rs`): the LISTEN connection
-//! that hears every instance's writes, the notifier, and ending other connections by name.
+//! What only PostgreSQL has: the reconnect as one statement, the LISTEN connection that hears every
+//! instance's writes, and ending other connections by name.
 
 use std::sync::Weak;
 use std::time::Duration;
 
-use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Text};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Binary, Nullable, Text, Untyped};
+use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::StreamExt as _;
+use tether_domain::{Change, SessionId, Timestamp, TokenHash};
 
 use crate::conn::Conn;
 use crate::db::{Backend, Database};
 use crate::error::Error;
 use crate::feed::FeedState;
+use crate::models::SessionRow;
 
 /// The channel every writer notifies (by trigger) and every instance listens on.
 pub(crate) const CHANNEL: &str = "tether_events";
+
+/// The reconnect as ONE statement: the compare-and-swap and the outbox row in a data-modifying CTE,
+/// so the hot path costs one round trip instead of four (BEGIN, UPDATE, INSERT, COMMIT). The `WHERE`
+/// is `Session::can_consume`, the `SET` `Session::apply_reconnect`; the event columns are taken from
+/// the updated row as `SessionEvent::of` takes them (status, client type, reconnect count, reason).
+/// The contract suite reads the event back from the outbox and holds it to the domain's.
+///
+/// A named prepared statement, kept in the connection's statement cache: `diesel::sql_query` marks
+/// itself unsafe to cache, which cost every reconnect a second round trip (parse and describe) and
+/// PostgreSQL a fresh parse and plan of the CTE (see BENCHMARKS.md, "Where a reconnect's CPU goes").
+struct Consume<'a> {
+    next: &'a [u8],
+    next_expires_at: i64,
+    at: i64,
+    id: &'a str,
+    presented: &'a [u8],
+    kind: &'a str,
+    update_type: Option<&'a str>,
+}
+
+/// [`Consume`]'s identity in the statement cache.
+struct ConsumeId;
+
+impl QueryId for Consume<'_> {
+    type QueryId = ConsumeId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for Consume<'_> {
+    type SqlType = Untyped;
+}
+
+impl QueryFragment<Pg> for Consume<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH s AS (UPDATE sessions SET prev_token_hash = token_hash, token_hash = ");
+        out.push_bind_param::<Binary, _>(&self.next)?;
+        out.push_sql(", token_expires_at = ");
+        out.push_bind_param::<BigInt, _>(&self.next_expires_at)?;
+        out.push_sql(", token_rotated_at = ");
+        out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(
+            ", reconnect_count = reconnect_count + 1, status = 'active', last_activity = ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(", idle_since = NULL WHERE session_id = ");
+        out.push_bind_param::<Text, _>(&self.id)?;
+        out.push_sql(" AND status <> 'disconnected' AND token_hash = ");
+        out.push_bind_param::<Binary, _>(&self.presented)?;
+        out.push_sql(" AND token_expires_at > ");
+        out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(
+            " RETURNING *), e AS (INSERT INTO session_events \
+             (session_id, kind, update_type, at, status, client_type, reconnect_count, reason) \
+             SELECT session_id, ",
+        );
+        out.push_bind_param::<Text, _>(&self.kind)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.update_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(
+            ", status, client_type, reconnect_count, disconnect_reason FROM s RETURNING seq) \
+             SELECT s.*, e.seq FROM s, e",
+        );
+        Ok(())
+    }
+}
+
+/// A changed row with the `seq` of its outbox row.
+#[derive(QueryableByName)]
+struct RowWithSeq {
+    // Not named `row`: the derive's own variable has that name.
+    #[diesel(embed)]
+    session: SessionRow,
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+}
+
+/// Runs [`Consume`]: the changed row and its event's `seq`, or `None` when the token could not be
+/// consumed.
+pub(crate) async fn consume_token(
+    c: &mut AsyncPgConnection,
+    id: &SessionId,
+    presented: &TokenHash,
+    next: &TokenHash,
+    next_expires_at: Timestamp,
+    change: Change,
+) -> Result<Option<(SessionRow, i64)>, Error> {
+    let statement = Consume {
+        next: next.as_bytes().as_slice(),
+        next_expires_at: next_expires_at.as_micros(),
+        at: change.at.as_micros(),
+        id: id.as_str(),
+        presented: presented.as_bytes().as_slice(),
+        kind: change.event.as_str(),
+        update_type: change.event.update_type().map(|u| u.as_str()),
+    };
+    let rows: Vec<RowWithSeq> = statement.load(c).await?;
+    Ok(rows.into_iter().next().map(|r| (r.session, r.seq)))
+}
 
 /// `url` with `application_name=tether-listener`, so operators (and tests) can tell the listening
 /// connection apart in `pg_stat_activity`.
